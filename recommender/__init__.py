@@ -1,0 +1,35 @@
+"""recommender: related articles for the "See also" and "You may also like" slots of news sites.
+
+    from recommender import Recommender
+    rec = Recommender.open("indexes/news")
+    rec.page("a123")   # {"see_also": [...], "you_may_also_like": [...]}
+"""
+
+from .articles import Article, LoadReport, Problem, load_articles, read_articles
+from .build import BuildReport, build_index
+from .embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, load_embedder
+from .errors import (
+    ArticleNotFound,
+    ConfigError,
+    IndexCorrupt,
+    IndexLocked,
+    IndexNotFound,
+    InputError,
+    InvalidArticle,
+    InvalidInput,
+    ModelMismatch,
+    RecommenderError,
+    UnknownSlot,
+)
+from .ranking import Recommendation, SlotPolicy
+from .recommender import Recommender
+from .samples import sample_corpus_path
+
+__all__ = [
+    "Article", "ArticleNotFound", "BuildReport", "ConfigError", "Embedder", "HashingEmbedder",
+    "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
+    "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "Recommendation", "Recommender",
+    "RecommenderError", "SentenceTransformerEmbedder", "SlotPolicy", "UnknownSlot",
+    "build_index", "load_articles", "load_embedder", "read_articles", "sample_corpus_path",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,318 @@
+"""Articles: the record every other stage works on, its validation rules, and the readers.
+
+Readers never drop a record silently: each input yields either an `Article` or a `Problem`
+naming the file, line and reason. Callers decide what to do with problems (the CLI reports
+them and exits non-zero; `--strict` refuses to publish).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, InvalidArticle
+
+STATUSES = ("published", "draft", "deleted", "embargoed")
+KNOWN_FIELDS = (
+    "id", "title", "body", "url", "published_at", "updated_at", "section", "tags",
+    "language", "status", "paywalled", "story_id",
+)
+# Bodies longer than this are kept but cut: it is always an ingestion accident (a whole HTML
+# dump, a base64 image) and the model reads only the first few hundred tokens anyway.
+MAX_BODY_CHARS = 200_000
+# A JSONL line this long is read but not parsed (protects memory against a corrupt file).
+MAX_LINE_BYTES = 50_000_000
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    title: str
+    body: str = ""
+    url: str | None = None
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    section: str | None = None
+    tags: tuple[str, ...] = ()
+    language: str | None = None
+    status: str = "published"
+    paywalled: bool = False
+    story_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == "published"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, the same shape the JSONL reader accepts."""
+        out: dict[str, Any] = {
+            "id": self.id, "title": self.title, "body": self.body, "url": self.url,
+            "published_at": _iso(self.published_at), "updated_at": _iso(self.updated_at),
+            "section": self.section, "tags": list(self.tags), "language": self.language,
+            "status": self.status, "paywalled": self.paywalled, "story_id": self.story_id,
+        }
+        out.update(self.metadata)
+        return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record that could not be taken as it was. `severity` is "error" (record rejected)
+    or "warning" (record kept, as described in `reason`)."""
+
+    source: str
+    line: int | None
+    reason: str
+    article_id: str | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        who = f" (id {self.article_id!r})" if self.article_id else ""
+        return f"{where}{who}: {self.severity}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "line": self.line, "id": self.article_id,
+                "severity": self.severity, "reason": self.reason}
+
+
+@dataclass
+class LoadReport:
+    """What a read produced: the valid articles (last occurrence of each id) and every problem."""
+
+    articles: list[Article] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def parse_datetime(value: Any, field_name: str) -> datetime | None:
+    """ISO 8601 date or datetime -> aware UTC datetime. A bare date means midnight UTC;
+    a datetime without offset is taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{field_name} is not an ISO 8601 date or datetime: {value!r}") from None
+    else:
+        raise ValueError(f"{field_name} must be an ISO 8601 string, got {type(value).__name__}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _optional_str(record: Mapping[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _parse_bool(value: Any, name: str) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be a boolean, got {value!r}")
+
+
+def article_from_record(record: Mapping[str, Any], *, tags_separator: str | None = None
+                        ) -> tuple[Article, list[str]]:
+    """Validate one raw record. Returns the article and warnings; raises ValueError with a
+    readable reason when the record cannot be used."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"record must be a JSON object, got {type(record).__name__}")
+    warnings: list[str] = []
+    raw_id = record.get("id")
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        raw_id = str(raw_id)  # numeric CMS ids are common and unambiguous
+    if not isinstance(raw_id, str) or not raw_id.strip():
+        raise ValueError("missing or empty id")
+    article_id = raw_id.strip()
+    title = record.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("missing or empty title")
+    body = record.get("body") or ""
+    if not isinstance(body, str):
+        raise ValueError(f"body must be a string, got {type(body).__name__}")
+    if not body.strip():
+        warnings.append("empty body: only the title is embedded")
+    if len(body) > MAX_BODY_CHARS:
+        warnings.append(f"body of {len(body):,} characters cut to {MAX_BODY_CHARS:,}")
+        body = body[:MAX_BODY_CHARS]
+    status = record.get("status") or "published"
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+    tags_value = record.get("tags")
+    if tags_value is None or tags_value == "":
+        tags: tuple[str, ...] = ()
+    elif isinstance(tags_value, str) and tags_separator is not None:
+        tags = tuple(t.strip() for t in tags_value.split(tags_separator) if t.strip())
+    elif isinstance(tags_value, list) and all(isinstance(t, str) for t in tags_value):
+        tags = tuple(t.strip() for t in tags_value if t.strip())
+    else:
+        raise ValueError("tags must be a list of strings")
+    article = Article(
+        id=article_id,
+        title=title.strip(),
+        body=body,
+        url=_optional_str(record, "url"),
+        published_at=parse_datetime(record.get("published_at"), "published_at"),
+        updated_at=parse_datetime(record.get("updated_at"), "updated_at"),
+        section=_optional_str(record, "section"),
+        tags=tags,
+        language=_optional_str(record, "language"),
+        status=status,
+        paywalled=_parse_bool(record.get("paywalled"), "paywalled"),
+        story_id=_optional_str(record, "story_id"),
+        metadata={k: v for k, v in record.items() if k not in KNOWN_FIELDS},
+    )
+    return article, warnings
+
+
+def _records_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object or an exception) for each non-blank line. Lines are decoded
+    one by one so a stray non-UTF-8 byte costs one record, not the file."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if len(raw) > MAX_LINE_BYTES:
+                yield number, ValueError(f"line of {len(raw):,} bytes is too long to be a record")
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, ValueError(f"not valid UTF-8 (byte {exc.start})")
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _records_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Decode line by line to name the bad rows instead of refusing the whole file.
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        return
+    for row in reader:
+        number = reader.line_num
+        if None in row:
+            yield number, ValueError("more values than columns")
+            continue
+        if any(isinstance(v, str) and _has_surrogates(v) for v in row.values()):
+            yield number, ValueError("not valid UTF-8")
+            continue
+        yield number, {k: v for k, v in row.items() if v not in (None, "")}
+
+
+def _has_surrogates(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path) -> LoadReport:
+    """Read articles from .jsonl/.ndjson/.csv files, or from an iterable of dicts.
+
+    Duplicate ids: the last record wins and the earlier one is reported as a warning, which
+    is what a CMS export that lists an article once per revision needs.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    report = LoadReport()
+    by_id: dict[str, tuple[Article, str, int | None]] = {}
+    dict_batch: list[Mapping[str, Any]] = []
+
+    def take(source: str, items: Iterable[tuple[int, Any]], separator: str | None) -> None:
+        for number, record in items:
+            if isinstance(record, Exception):
+                report.problems.append(Problem(source, number, str(record)))
+                continue
+            rid = record.get("id") if isinstance(record, Mapping) else None
+            try:
+                article, warnings = article_from_record(record, tags_separator=separator)
+            except ValueError as exc:
+                report.problems.append(Problem(source, number, str(exc),
+                                               str(rid) if rid is not None else None))
+                continue
+            for warning in warnings:
+                report.problems.append(Problem(source, number, warning, article.id, "warning"))
+            previous = by_id.get(article.id)
+            if previous is not None:
+                where = f"{previous[1]}:{previous[2]}" if previous[2] else previous[1]
+                report.problems.append(Problem(
+                    source, number, f"duplicate id: replaces the record at {where}",
+                    article.id, "warning"))
+                del by_id[article.id]  # re-insert so input order follows the winner
+            by_id[article.id] = (article, source, number)
+
+    for item in sources:
+        if isinstance(item, Mapping):
+            dict_batch.append(item)
+            continue
+        path = Path(item)
+        if not path.is_file():
+            raise InputError(f"cannot read input {str(path)!r}: no such file")
+        suffix = path.suffix.lower()
+        try:
+            if suffix in (".jsonl", ".ndjson", ".json"):
+                take(str(path), _records_jsonl(path), None)
+            elif suffix == ".csv":
+                take(str(path), _records_csv(path), "|")
+            else:
+                raise InputError(f"cannot read input {str(path)!r}: expected .jsonl or .csv")
+        except (OSError, csv.Error) as exc:
+            raise InputError(f"cannot read input {str(path)!r}: {exc}") from exc
+    if dict_batch:
+        take("<records>", ((i, r) for i, r in enumerate(dict_batch, start=1)), "|")
+    report.articles = [entry[0] for entry in by_id.values()]
+    return report
+
+
+def load_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path
+                  ) -> list[Article]:
+    """Read and validate; raise `InvalidArticle` for the first invalid record."""
+    report = read_articles(sources)
+    if report.errors:
+        first = report.errors[0]
+        raise InvalidArticle(first.reason, source=first.source, line=first.line,
+                             article_id=first.article_id)
+    return report.articles

@@ -1,0 +1,196 @@
+"""Build and update: read articles, embed what changed, publish a new index version.
+
+Both commands write a complete new version and switch to it atomically (see `store`); an
+unchanged article reuses its stored vector (same content hash, same model), so a rebuild costs
+what changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .articles import Article, LoadReport, Problem, read_articles
+from .embedding import Embedder, ProgressCallback, load_embedder
+from .errors import IndexNotFound, InvalidInput, ModelMismatch
+from .store import (
+    IndexDirectory,
+    IndexVersion,
+    Manifest,
+    now_iso,
+    write_articles,
+    write_manifest,
+    write_vectors,
+)
+from .text import content_hash, embed_text_for
+
+
+@dataclass
+class BuildReport:
+    """What a build or update did. `embedded` = added + changed (+ all, after a model change)."""
+
+    index: str
+    version: str | None = None
+    total: int = 0
+    published: int = 0
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    withdrawn: int = 0
+    invalid: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "version": self.version, "total": self.total,
+            "published": self.published, "added": self.added, "changed": self.changed,
+            "unchanged": self.unchanged, "removed": self.removed, "withdrawn": self.withdrawn,
+            "invalid": self.invalid, "embedded": self.embedded, "seconds": self.seconds,
+            "embed_seconds": self.embed_seconds,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, Any]] | LoadReport,
+                *, model: str | None = None, embedder: Embedder | None = None,
+                incremental: bool = False, delete: Iterable[str] = (), strict: bool = False,
+                progress: ProgressCallback | None = None) -> BuildReport:
+    """Publish a new version of the index at `index`.
+
+    incremental=False (build): the index holds exactly the input articles.
+    incremental=True (update): the input is upserted into the live index, `delete` ids removed.
+    Vectors are reused whenever content hash and model match the live version.
+    """
+    started = time.perf_counter()
+    directory = IndexDirectory(index)
+    loaded = sources if isinstance(sources, LoadReport) else read_articles(sources)
+    report = BuildReport(index=str(directory.root), problems=list(loaded.problems),
+                         invalid=len(loaded.errors))
+    if strict and loaded.errors:
+        raise InvalidInput(f"{len(loaded.errors)} invalid record(s); nothing was published "
+                           f"(first: {loaded.errors[0]})")
+
+    with directory.lock():
+        previous = _open_previous(directory)
+        try:
+            if embedder is None:
+                embedder = load_embedder(model or (previous.manifest.model
+                                                   if previous and incremental else None))
+            if incremental and previous is not None and previous.manifest.model != embedder.name:
+                raise ModelMismatch(
+                    f"index was built with model {previous.manifest.model!r}, not "
+                    f"{embedder.name!r}: rebuild it with `recommender build` to change models")
+            reusable = previous is not None and previous.manifest.model == embedder.name
+            articles = _plan(loaded, previous, incremental, set(delete), report)
+            old_vectors = previous.vectors if previous is not None else None
+            texts = [embed_text_for(a) for a in articles]
+            hashes = [content_hash(t) for t in texts]
+            old_hashes = previous.content_hashes() if previous is not None else {}
+
+            to_embed: list[int] = []
+            keep: list[tuple[int, int]] = []
+            for row, (article, digest) in enumerate(zip(articles, hashes, strict=True)):
+                old = old_hashes.get(article.id)
+                if reusable and old is not None and old[1] == digest:
+                    keep.append((row, old[0]))
+                else:
+                    to_embed.append(row)
+            embed_started = time.perf_counter()
+            if to_embed:
+                fresh = embedder.embed([texts[i] for i in to_embed], progress=progress)
+                dim = fresh.shape[1]
+            else:  # nothing to embed: the model is not even loaded
+                fresh = None
+                dim = previous.manifest.dimension if reusable and previous else \
+                    embedder.dimension
+            report.embed_seconds = round(time.perf_counter() - embed_started, 3)
+            if keep and previous is not None and dim != previous.manifest.dimension:
+                raise ModelMismatch(f"index has dimension {previous.manifest.dimension}, model "
+                                    f"{embedder.name!r} gives {dim}")
+            vectors = np.empty((len(articles), dim), dtype=np.float32)
+            if keep:
+                assert old_vectors is not None
+                new_rows, old_rows = zip(*keep, strict=True)
+                vectors[list(new_rows)] = old_vectors[list(old_rows)]
+            if to_embed:
+                vectors[to_embed] = fresh
+            report.embedded = len(to_embed)
+            # After a model change every article is re-embedded, but "changed" still counts
+            # content changes only.
+            report.added = sum(1 for a in articles if a.id not in old_hashes)
+            report.changed = sum(1 for a, h in zip(articles, hashes, strict=True)
+                                 if a.id in old_hashes and old_hashes[a.id][1] != h)
+            report.unchanged = len(articles) - report.added - report.changed
+
+            name, tmp = directory.new_version_dir()
+            write_articles(tmp / "articles.sqlite", articles, hashes)
+            write_vectors(tmp, vectors)
+            extra: dict[str, Any] = {}
+            report.total = len(articles)
+            report.published = sum(1 for a in articles if a.is_published)
+            write_manifest(tmp, Manifest(
+                model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
+                version=name, published_count=report.published, extra=extra))
+            directory.publish(name, tmp)
+            report.version = name
+        finally:
+            if previous is not None:
+                previous.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _open_previous(directory: IndexDirectory) -> IndexVersion | None:
+    try:
+        return IndexVersion(directory.current_path())
+    except IndexNotFound:
+        return None
+
+
+def _plan(loaded: LoadReport, previous: IndexVersion | None, incremental: bool,
+          delete: set[str], report: BuildReport) -> list[Article]:
+    """Decide the article list of the new version."""
+    incoming = {a.id: a for a in loaded.articles}
+    previous_articles = previous.all_articles() if previous is not None else []
+    previous_ids = {a.id for a in previous_articles}
+    # An article whose new record is invalid keeps its previous version: bad input never
+    # costs the index an article it had.
+    invalid_ids = {p.article_id for p in loaded.errors if p.article_id}
+    unidentified = any(p.article_id is None for p in loaded.errors)
+
+    if incremental:
+        merged = {a.id: a for a in previous_articles}
+        merged.update(incoming)
+    else:
+        merged = dict(incoming)
+        for old in previous_articles:
+            if old.id in invalid_ids and old.id not in merged:
+                merged[old.id] = old
+            elif old.id not in merged and unidentified:
+                # Some lines could not even be identified (broken JSON): one of them may be
+                # this article, so it is not removed on this run.
+                merged[old.id] = old
+        if unidentified and previous_ids - set(incoming) - invalid_ids:
+            report.problems.append(Problem(
+                "<build>", None, "some invalid records have no readable id: articles missing "
+                "from the input were kept, not removed", None, "warning"))
+    for article_id in delete:
+        if merged.pop(article_id, None) is not None:
+            report.removed += 1
+    if not incremental:
+        report.removed += len(previous_ids - set(merged))
+    was_published = {a.id for a in previous_articles if a.is_published}
+    report.withdrawn = sum(1 for a in merged.values()
+                           if a.id in was_published and not a.is_published)
+    if incremental and previous is None and not incoming:
+        raise IndexNotFound(f"no index at {report.index} and nothing to add")
+    return list(merged.values())

@@ -1,0 +1,155 @@
+"""Commands that write or describe an index: build, update, info."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from ..build import BuildReport, build_index
+from ..embedding import ProgressCallback
+from ..recommender import Recommender
+from .main import (
+    EXIT_INVALID_RECORDS,
+    echo_json,
+    index_option,
+    json_option,
+    reports_errors,
+    show_progress,
+)
+
+
+class _LazyProgressBar:
+    """A click progress bar on stderr, opened on the first callback: the total is known only
+    once the build knows what must be embedded."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            make_bar: Any = click.progressbar  # its overloads do not type length-only use
+            self.bar = make_bar(length=total, label=self.label, show_eta=True, show_pos=True,
+                                file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextmanager
+def progress_bar(enabled: bool, label: str = "Embedding") -> Iterator[ProgressCallback | None]:
+    if not enabled:
+        yield None
+        return
+    bar = _LazyProgressBar(label)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            click.echo(str(problem), err=True)
+        if not quiet:
+            click.echo(
+                f"{report.index}: version {report.version}, {report.total} articles "
+                f"({report.published} published) — added {report.added}, changed "
+                f"{report.changed}, unchanged {report.unchanged}, removed {report.removed}, "
+                f"withdrawn {report.withdrawn}, invalid {report.invalid}; embedded "
+                f"{report.embedded} in {report.embed_seconds:.1f}s, total {report.seconds:.1f}s")
+    if report.invalid:
+        raise click.exceptions.Exit(EXIT_INVALID_RECORDS)
+
+
+def _common_build_options(func: Any) -> Any:
+    for option in reversed([
+        click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False)),
+        index_option,
+        click.option("--model", "-m", metavar="M", envvar="RECOMMENDER_MODEL",
+                     help="sentence-transformers name or local path "
+                          "[default: bundled all-MiniLM-L6-v2; update: the index's model]."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                     default="auto", show_default=True,
+                     help="auto = bf16 where the CPU has native bf16, else fp32."),
+        click.option("--strict", is_flag=True,
+                     help="Publish nothing if any record is invalid."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
+        json_option,
+    ]):
+        func = option(func)
+    return func
+
+
+def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision: str,
+               strict: bool, quiet: bool, as_json: bool, incremental: bool,
+               delete: tuple[str, ...] = ()) -> None:
+    from ..embedding import load_embedder
+    from ..store import IndexDirectory, IndexVersion
+
+    if model is None and incremental and IndexDirectory(index).exists():
+        version = IndexVersion(IndexDirectory(index).current_path())
+        model = version.manifest.model
+        version.close()
+    embedder = load_embedder(model, precision=precision)
+    with progress_bar(show_progress(quiet or as_json)) as progress:
+        report = build_index(index, list(inputs), embedder=embedder, incremental=incremental,
+                             delete=delete, strict=strict, progress=progress)
+    print_report(report, as_json, quiet)
+
+
+@click.command()
+@_common_build_options
+@reports_errors
+def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
+          quiet: bool, as_json: bool) -> None:
+    """Build the index from INPUT files (.jsonl or .csv): it then holds exactly those
+    articles. Vectors of unchanged articles in an existing index are reused."""
+    if not inputs:
+        raise click.UsageError("give at least one INPUT file")
+    _run_build(inputs, index, model, precision, strict, quiet, as_json, incremental=False)
+
+
+@click.command()
+@_common_build_options
+@click.option("--delete", "delete", multiple=True, metavar="ID",
+              help="Remove this article id (repeatable).")
+@reports_errors
+def update(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
+           quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
+    """Upsert articles from INPUT files into the index: new and changed ones are embedded,
+    unchanged ones keep their vectors, a status other than published withdraws an article."""
+    if not inputs and not delete:
+        raise click.UsageError("give INPUT files and/or --delete ID")
+    _run_build(inputs, index, model, precision, strict, quiet, as_json, incremental=True,
+               delete=delete)
+
+
+@click.command()
+@index_option
+@json_option
+@reports_errors
+def info(index: str, as_json: bool) -> None:
+    """Describe the live version of an index: model, dimension, counts, build time."""
+    data = Recommender.open(index).info()
+    if as_json:
+        echo_json(data)
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        click.echo(f"{key:<{width}}  {value}")
+
+
+COMMANDS = [build, update, info]

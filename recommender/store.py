@@ -1,0 +1,367 @@
+"""The index on disk: immutable versions published by atomic rename, read without locks.
+
+    indexes/<name>/
+        CURRENT                  name of the live version (replaced atomically)
+        .lock                    held (flock) by the one build/update allowed at a time
+        versions/<version>/      one complete, immutable index:
+            manifest.json        format, model, dimension, metric, counts, build time
+            articles.sqlite      article metadata and content hashes (row `pos` = vector row)
+            vectors.npy          float32 (n, d), unit rows, memory-mapped by readers
+            index.faiss          FAISS inner-product index over the same rows
+        recommender.toml, overrides.json   (configuration and editorial overrides: they live
+                                 outside versions so they survive rebuilds)
+
+A writer builds a version under `versions/.tmp-*`, fsyncs it, renames it into place, then
+replaces CURRENT. A crash at any point leaves CURRENT naming a complete version; leftovers are
+removed by the next writer. Readers keep the files of the version they opened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .articles import Article, parse_datetime
+from .errors import IndexCorrupt, IndexLocked, IndexNotFound
+
+FORMAT_VERSION = 1
+KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
+
+_SCHEMA = """
+CREATE TABLE articles (
+    pos INTEGER PRIMARY KEY,      -- row in vectors.npy and id in index.faiss
+    id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    url TEXT,
+    published_at TEXT,
+    updated_at TEXT,
+    section TEXT,
+    tags TEXT NOT NULL,           -- JSON list
+    language TEXT,
+    status TEXT NOT NULL,
+    paywalled INTEGER NOT NULL,
+    story_id TEXT,
+    metadata TEXT NOT NULL,       -- JSON object of fields this schema does not know
+    content_hash TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    dimension: int
+    count: int
+    built_at: str
+    version: str
+    format_version: int = FORMAT_VERSION
+    metric: str = "inner_product"
+    normalised: bool = True
+    index_type: str = "flat"
+    published_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def article_row(article: Article, pos: int, content_hash: str) -> tuple[Any, ...]:
+    return (pos, article.id, article.title, article.body, article.url,
+            _iso(article.published_at), _iso(article.updated_at), article.section,
+            json.dumps(list(article.tags), ensure_ascii=False), article.language,
+            article.status, int(article.paywalled), article.story_id,
+            json.dumps(dict(article.metadata), ensure_ascii=False, default=str), content_hash)
+
+
+ARTICLE_COLUMNS = ("pos, id, title, body, url, published_at, updated_at, section, tags, "
+                   "language, status, paywalled, story_id, metadata, content_hash")
+
+
+def article_from_row(row: Sequence[Any]) -> Article:
+    return Article(
+        id=row[1], title=row[2], body=row[3], url=row[4],
+        published_at=parse_datetime(row[5], "published_at"),
+        updated_at=parse_datetime(row[6], "updated_at"),
+        section=row[7], tags=tuple(json.loads(row[8])), language=row[9], status=row[10],
+        paywalled=bool(row[11]), story_id=row[12], metadata=json.loads(row[13]),
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class IndexDirectory:
+    """Paths and the version pointer of one index directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def exists(self) -> bool:
+        return self.current_file.is_file()
+
+    def current_version(self) -> str:
+        try:
+            name = self.current_file.read_text().strip()
+        except FileNotFoundError:
+            if self.root.is_dir() and any(self.root.iterdir()):
+                raise IndexNotFound(f"{self.root} holds no published index (no CURRENT file); "
+                                    "run `recommender build`") from None
+            raise IndexNotFound(f"no index at {self.root}: run `recommender build` first") from None
+        if not name or not (self.versions / name).is_dir():
+            raise IndexCorrupt(f"{self.current_file} names version {name!r}, which is missing")
+        return name
+
+    def current_path(self) -> Path:
+        return self.versions / self.current_version()
+
+    def pointer_stamp(self) -> tuple[int, int]:
+        """Cheap change detector for readers: (inode, mtime_ns) of CURRENT."""
+        st = os.stat(self.current_file)
+        return st.st_ino, st.st_mtime_ns
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock. flock is released by the kernel if the process dies, so a
+        killed build never leaves the index locked."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise IndexLocked(f"{self.root} is being built by {holder}; "
+                                  "try again when it finishes") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            self._clean_leftovers()
+            yield
+
+    def _clean_leftovers(self) -> None:
+        if not self.versions.is_dir():
+            return
+        for entry in self.versions.iterdir():
+            if entry.name.startswith(".tmp-"):
+                shutil.rmtree(entry, ignore_errors=True)
+        tmp_pointer = self.root / "CURRENT.tmp"
+        tmp_pointer.unlink(missing_ok=True)
+
+    def new_version_dir(self) -> tuple[str, Path]:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"v{stamp}-{uuid.uuid4().hex[:6]}"
+        tmp = self.versions / f".tmp-{name}"
+        tmp.mkdir(parents=True)
+        return name, tmp
+
+    def publish(self, name: str, tmp: Path) -> None:
+        """Make a fully written version live: rename into place, then swap CURRENT."""
+        for path in tmp.iterdir():
+            _fsync_file(path)
+        final = self.versions / name
+        os.rename(tmp, final)
+        _fsync_dir(self.versions)
+        pointer = self.root / "CURRENT.tmp"
+        with open(pointer, "w") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(pointer, self.current_file)
+        _fsync_dir(self.root)
+        self._prune(keep=name)
+
+    def _prune(self, keep: str) -> None:
+        versions = sorted(p for p in self.versions.iterdir()
+                          if p.is_dir() and not p.name.startswith("."))
+        old = [p for p in versions if p.name != keep][: max(0, len(versions) - KEEP_VERSIONS)]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync_file(path)
+
+
+def write_articles(path: Path, articles: Sequence[Article], hashes: Sequence[str]) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(_SCHEMA)
+        conn.executemany(f"INSERT INTO articles ({ARTICLE_COLUMNS}) VALUES "
+                         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (article_row(a, i, h)
+                          for i, (a, h) in enumerate(zip(articles, hashes, strict=True))))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def write_vectors(directory: Path, vectors: np.ndarray) -> None:
+    import faiss
+
+    np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    faiss.write_index(index, str(directory / "index.faiss"))
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class IndexVersion:
+    """One published version, opened read-only. Cheap: vectors are memory-mapped, the FAISS
+    index is loaded on first live search, and SQLite is opened immutable (no locking)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.manifest = read_manifest(path)
+        try:
+            self.vectors: np.ndarray = np.load(path / "vectors.npy", mmap_mode="r",
+                                               allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"cannot read {path / 'vectors.npy'}: {exc}") from exc
+        if self.vectors.ndim != 2 or self.vectors.shape != (self.manifest.count,
+                                                            self.manifest.dimension):
+            raise IndexCorrupt(f"{path / 'vectors.npy'} has shape {self.vectors.shape}, manifest "
+                               f"says ({self.manifest.count}, {self.manifest.dimension})")
+        db = path / "articles.sqlite"
+        if not db.is_file():
+            raise IndexCorrupt(f"missing {db}")
+        try:
+            self._conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True,
+                                         check_same_thread=False)
+            ids = self._conn.execute("SELECT id FROM articles ORDER BY pos").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorrupt(f"cannot read {db}: {exc}") from exc
+        self._db_lock = threading.Lock()
+        self.ids: list[str] = [row[0] for row in ids]
+        if len(self.ids) != self.manifest.count:
+            raise IndexCorrupt(f"{db} holds {len(self.ids)} articles, manifest says "
+                               f"{self.manifest.count}")
+        self.position: dict[str, int] = {aid: i for i, aid in enumerate(self.ids)}
+        self._faiss: Any = None
+        self._faiss_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._db_lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise IndexCorrupt(f"cannot read {self.path / 'articles.sqlite'}: {exc}") from exc
+
+    def articles_at(self, positions: Iterable[int]) -> dict[int, Article]:
+        wanted = [int(p) for p in positions]
+        if not wanted:
+            return {}
+        rows = self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE pos IN "
+                          f"({','.join('?' * len(wanted))})", wanted)
+        return {row[0]: article_from_row(row) for row in rows}
+
+    def content_hashes(self) -> dict[str, tuple[int, str]]:
+        """id -> (row, content hash), for reusing vectors in the next build."""
+        return {row[0]: (row[1], row[2])
+                for row in self.query("SELECT id, pos, content_hash FROM articles")}
+
+    def all_articles(self) -> list[Article]:
+        return [article_from_row(r) for r in
+                self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles ORDER BY pos")]
+
+    def faiss_index(self) -> Any:
+        with self._faiss_lock:
+            if self._faiss is None:
+                import faiss
+
+                path = self.path / "index.faiss"
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError as exc:
+                    raise IndexCorrupt(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+                if index.ntotal != self.manifest.count or index.d != self.manifest.dimension:
+                    raise IndexCorrupt(f"{path} holds {index.ntotal}x{index.d} vectors, manifest "
+                                       f"says {self.manifest.count}x{self.manifest.dimension}")
+                self._faiss = index
+            return self._faiss
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product top-k for one or more unit query vectors: (scores, rows)."""
+        query = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
+        k = min(k, self.manifest.count)
+        if k <= 0:
+            return (np.zeros((len(query), 0), dtype=np.float32),
+                    np.zeros((len(query), 0), dtype=np.int64))
+        scores, rows = self.faiss_index().search(query, k)
+        return scores, rows
+
+
+def read_manifest(path: Path) -> Manifest:
+    file = path / "manifest.json"
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise IndexCorrupt(f"missing {file}") from None
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"cannot read {file}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise IndexCorrupt(f"{file}: unsupported index format "
+                           f"{data.get('format_version') if isinstance(data, dict) else data!r} "
+                           f"(this version reads {FORMAT_VERSION}); rebuild the index")
+    try:
+        return Manifest.from_dict(data)
+    except TypeError as exc:
+        raise IndexCorrupt(f"{file}: {exc}") from exc
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def elapsed_since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)

@@ -1,0 +1,38 @@
+"""What the model reads for an article, and the hash that decides whether it must be re-read."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from .articles import Article
+
+# The model reads at most ~256 word pieces (all-MiniLM-L6-v2). 2,000 characters is comfortably
+# more than that for English prose, so nothing the model would read is cut here, while a later
+# edit deep inside a long body (which the model never sees) does not force a re-embedding.
+MAX_EMBED_CHARS = 2_000
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def embed_text_for(article: Article) -> str:
+    """Title first, then the body: a news body is written lead-first (inverted pyramid), so the
+    title and the opening paragraphs carry the story, and the model's window ends in the body,
+    never before the title. The title ends with a full stop so it reads as its own sentence."""
+    title = _WHITESPACE.sub(" ", article.title).strip()
+    body = _WHITESPACE.sub(" ", article.body).strip()
+    if title and title[-1] not in ".!?:":
+        title += "."
+    text = f"{title} {body}".strip()
+    return text[:MAX_EMBED_CHARS]
+
+
+def lexical_text_for(article: Article) -> str:
+    """The text the lexical (TF-IDF) score reads: the title twice (it is the densest summary),
+    then the whole body."""
+    return f"{article.title}\n{article.title}\n{article.body}"
+
+
+def content_hash(text: str) -> str:
+    """Hash of exactly what is embedded; equal hash + equal model = the stored vector is valid."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

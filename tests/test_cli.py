@@ -1,0 +1,94 @@
+"""The CLI end to end with CliRunner and the fake embedder (--model hashing:64)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from recommender.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def built(tmp_path: Path, tiny_jsonl: Path) -> str:
+    index = str(tmp_path / "cli-index")
+    code, out, _ = run("build", str(tiny_jsonl), "--index", index, "--model", "hashing:64")
+    assert code == 0, out
+    assert "12 articles (9 published)" in out and "added 12" in out
+    return index
+
+
+def test_build_then_related_and_similar_json(tmp_path: Path, tiny_jsonl: Path) -> None:
+    index = built(tmp_path, tiny_jsonl)
+    code, out, _ = run("related", "t01", "--index", index, "--slot", "see_also", "--json")
+    assert code == 0
+    results = json.loads(out)
+    assert isinstance(results, list) and results
+    assert set(results[0]) == {"id", "title", "url", "score", "reason", "published_at",
+                               "section", "status"}
+    assert results[0]["reason"] == {"semantic": results[0]["score"]}
+
+    code, out, _ = run("similar", "t01", "--index", index, "-k", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+    assert "t01" not in [r["id"] for r in json.loads(out)]
+
+
+def test_info_json_reports_count_model_dimension(tmp_path: Path, tiny_jsonl: Path) -> None:
+    index = built(tmp_path, tiny_jsonl)
+    code, out, _ = run("info", "--json", env={"RECOMMENDER_INDEX": index})
+    data = json.loads(out)
+    assert code == 0 and data["count"] == 12 and data["model"] == "hashing:64"
+    assert data["dimension"] == 64 and data["published_count"] == 9
+
+
+def test_table_output_is_readable(tmp_path: Path, tiny_jsonl: Path) -> None:
+    index = built(tmp_path, tiny_jsonl)
+    code, out, _ = run("related", "t01", "--index", index, "--slot", "see_also")
+    assert code == 0 and "1. " in out and "[t0" in out
+
+
+def test_unknown_id_is_exit_2_with_one_line(tmp_path: Path, tiny_jsonl: Path) -> None:
+    index = built(tmp_path, tiny_jsonl)
+    code, out, err = run("related", "zzz", "--index", index)
+    assert code == 2
+    assert err.strip() == "Error: unknown article id: 'zzz'"
+    assert "Traceback" not in out + err
+
+
+def test_wrong_model_update_is_a_clear_error(tmp_path: Path, tiny_jsonl: Path) -> None:
+    index = built(tmp_path, tiny_jsonl)
+    code, _, err = run("update", str(tiny_jsonl), "--index", index, "--model", "hashing:32")
+    assert code == 1
+    assert err.strip().startswith("Error: index was built with model 'hashing:64', not "
+                                  "'hashing:32'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run("build", str(tmp_path / "missing.jsonl"), "--index",
+                       str(tmp_path / "i"), "--model", "hashing:64")
+    assert code == 1
+    assert err.strip() == f"Error: cannot read input '{tmp_path / 'missing.jsonl'}': no such file"
+
+
+def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run("info", "--index", str(tmp_path / "nothing"))
+    assert code == 1 and "no index at" in err and len(err.strip().splitlines()) == 1
+
+
+def test_piped_build_shows_no_progress_bar(tmp_path: Path, tiny_jsonl: Path) -> None:
+    code, out, err = run("build", str(tiny_jsonl), "--index", str(tmp_path / "q"),
+                         "--model", "hashing:64", "--quiet")
+    assert code == 0 and out == "" and err == ""
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name, command in main.commands.items():
+        assert command.help, f"{name} has no help text"
+        assert f"recommender {name}" in readme, f"{name} is not documented in README.md"
