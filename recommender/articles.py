@@ -156,11 +156,15 @@ def article_from_record(record: Mapping[str, Any], *, tags_separator: str | None
     raw_id = record.get("id")
     if isinstance(raw_id, int) and not isinstance(raw_id, bool):
         raw_id = str(raw_id)  # numeric CMS ids are common and unambiguous
-    if not isinstance(raw_id, str) or not raw_id.strip():
+    if raw_id is not None and not isinstance(raw_id, str):
+        raise ValueError(f"id must be a string, got {type(raw_id).__name__}")
+    if raw_id is None or not raw_id.strip():
         raise ValueError("missing or empty id")
     article_id = raw_id.strip()
     title = record.get("title")
-    if not isinstance(title, str) or not title.strip():
+    if title is not None and not isinstance(title, str):
+        raise ValueError(f"title must be a string, got {type(title).__name__}")
+    if title is None or not title.strip():
         raise ValueError("missing or empty title")
     body = record.get("body") or ""
     if not isinstance(body, str):

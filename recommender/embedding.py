@@ -70,6 +70,8 @@ class HashingEmbedder:
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
               ) -> np.ndarray:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        if progress is not None:
+            progress(0, len(texts))
         for row, text in enumerate(texts):
             for token in self._TOKEN.findall(text.lower()):
                 digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
@@ -108,7 +110,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: str | None = None, *, precision: str = "auto",
-                 batch_size: int = 32, device: str = "cpu") -> None:
+                 batch_size: int = 16, device: str = "cpu") -> None:
         if precision not in ("auto", "fp32", "bf16"):
             raise RecommenderError(f"unknown precision {precision!r} (auto, fp32 or bf16)")
         self._spec = model or DEFAULT_MODEL
@@ -173,6 +175,8 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         chunk = max(self._batch_size * 4, 1)
         done = 0
+        if progress is not None:
+            progress(0, len(texts))  # the model is loaded: the clock starts now
         for start in range(0, len(texts), chunk):
             rows = order[start:start + chunk]
             vectors = model.encode([texts[i] for i in rows], batch_size=self._batch_size,

@@ -181,7 +181,9 @@ class IndexDirectory:
         tmp_pointer.unlink(missing_ok=True)
 
     def new_version_dir(self) -> tuple[str, Path]:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        # Names sort in publishing order (pruning relies on it): writers hold the lock, so
+        # two versions never share a microsecond.
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"v{stamp}-{uuid.uuid4().hex[:6]}"
         tmp = self.versions / f".tmp-{name}"
         tmp.mkdir(parents=True)
@@ -284,11 +286,17 @@ class IndexVersion:
             raise IndexCorrupt(f"{db} holds {len(self.ids)} articles, manifest says "
                                f"{self.manifest.count}")
         self.position: dict[str, int] = {aid: i for i, aid in enumerate(self.ids)}
+        # Held open so that a lazy load still works after a newer build pruned this version.
+        try:
+            self._faiss_file = open(path / "index.faiss", "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise IndexCorrupt(f"cannot read {path / 'index.faiss'}: {exc}") from exc
         self._faiss: Any = None
         self._faiss_lock = threading.Lock()
 
     def close(self) -> None:
         self._conn.close()
+        self._faiss_file.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._db_lock:
@@ -320,8 +328,11 @@ class IndexVersion:
                 import faiss
 
                 path = self.path / "index.faiss"
+                self._faiss_file.seek(0)
                 try:
-                    index = faiss.read_index(str(path))
+                    reader = faiss.PyCallbackIOReader(  # type: ignore[attr-defined]
+                        self._faiss_file.read, 1 << 24)
+                    index = faiss.read_index(reader)
                 except RuntimeError as exc:
                     raise IndexCorrupt(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
                 if index.ntotal != self.manifest.count or index.d != self.manifest.dimension:

@@ -48,3 +48,41 @@ def test_the_default_model_is_offline_and_recorded(sample_index: Recommender) ->
     info = sample_index.info()
     assert info["model"] == "all-MiniLM-L6-v2" and info["dimension"] == 384
     assert Path(info["path"]).is_dir()
+
+
+def test_bf16_vectors_agree_with_fp32(corpus: dict[str, object]) -> None:
+    from recommender.embedding import SentenceTransformerEmbedder, cpu_supports_bf16
+    from recommender.text import embed_text_for
+
+    texts = [embed_text_for(a) for a in corpus.values()]  # type: ignore[arg-type]
+    fp32 = SentenceTransformerEmbedder(precision="fp32").embed(texts)
+    bf16 = SentenceTransformerEmbedder(precision="bf16").embed(texts)
+    assert float((fp32 * bf16).sum(axis=1).min()) >= 0.998
+    auto = SentenceTransformerEmbedder(precision="auto")
+    assert auto.precision == ("bf16" if cpu_supports_bf16() else "fp32")
+
+
+def test_follow_up_added_by_update_enters_the_earlier_articles_see_also(
+        tmp_path: Path) -> None:
+    records = [a.to_dict() for a in load_articles(sample_corpus_path())]
+    follow_up = next(r for r in records if r["id"] == "a002")
+    index = tmp_path / "index"
+    build_index(index, [r for r in records if r["id"] != "a002"])
+    rec = Recommender.open(index, reload_interval=0)
+    assert "a002" not in [r.id for r in rec.related("a001", slot="see_also")]
+    report = build_index(index, [follow_up], incremental=True)
+    assert report.added == 1 and report.embedded == 1
+    assert "a002" in [r.id for r in rec.related("a001", slot="see_also")]
+
+
+def test_deleting_by_status_needs_no_embedding(tmp_path: Path) -> None:
+    records = [a.to_dict() for a in load_articles(sample_corpus_path())]
+    index = tmp_path / "index"
+    build_index(index, records)
+    rec = Recommender.open(index, reload_interval=0)
+    assert "a002" in [r.id for r in rec.related("a001", slot="see_also")]
+    gone = dict(next(r for r in records if r["id"] == "a002"), status="deleted")
+    report = build_index(index, [gone], incremental=True)
+    assert report.embedded == 0 and report.withdrawn == 1
+    for article_id in rec.ids():
+        assert "a002" not in [r.id for v in rec.page(article_id).values() for r in v]

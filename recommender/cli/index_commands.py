@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,15 +31,21 @@ class _LazyProgressBar:
         self.label = label
         self.bar: Any = None
         self.done = 0
+        self.started = time.perf_counter()
+
+    def rate(self, _item: Any) -> str:
+        elapsed = time.perf_counter() - self.started
+        return f"{self.done / elapsed:.0f} articles/s" if elapsed > 0 and self.done else ""
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
+            self.started = time.perf_counter()
             make_bar: Any = click.progressbar  # its overloads do not type length-only use
             self.bar = make_bar(length=total, label=self.label, show_eta=True, show_pos=True,
-                                file=sys.stderr)
+                                item_show_func=self.rate, file=sys.stderr)
             self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
+        previous, self.done = self.done, done
+        self.bar.update(done - previous, current_item=done)
 
     def close(self) -> None:
         if self.bar is not None:
