@@ -21,15 +21,18 @@ from .errors import (
     RecommenderError,
     UnknownSlot,
 )
-from .ranking import Recommendation, SlotPolicy
+from .config import Config, RankingConfig, SlotPolicy, load_config
+from .ranking import Recommendation
 from .recommender import Recommender
 from .samples import sample_corpus_path
 
 __all__ = [
-    "Article", "ArticleNotFound", "BuildReport", "ConfigError", "Embedder", "HashingEmbedder",
+    "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "Embedder", "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
-    "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "Recommendation", "Recommender",
+    "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",
+    "Recommender",
     "RecommenderError", "SentenceTransformerEmbedder", "SlotPolicy", "UnknownSlot",
-    "build_index", "load_articles", "load_embedder", "read_articles", "sample_corpus_path",
+    "build_index", "load_articles", "load_config", "load_embedder", "read_articles",
+    "sample_corpus_path",
 ]
 __version__ = "0.1.0"

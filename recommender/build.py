@@ -18,12 +18,15 @@ import numpy as np
 from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .errors import IndexNotFound, InvalidInput, ModelMismatch
+from .lexical import fit_lexical, write_lexical
 from .store import (
     IndexDirectory,
     IndexVersion,
     Manifest,
+    build_columns,
     now_iso,
     write_articles,
+    write_columns,
     write_manifest,
     write_vectors,
 )
@@ -134,6 +137,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             name, tmp = directory.new_version_dir()
             write_articles(tmp / "articles.sqlite", articles, hashes)
             write_vectors(tmp, vectors)
+            write_columns(tmp, build_columns(articles))
+            write_lexical(tmp, fit_lexical(articles))
             extra: dict[str, Any] = {}
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)

@@ -6,46 +6,71 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .articles import Article
+from .config import PAGE_ORDER, Config, SlotPolicy, load_config
 from .embedding import Embedder, check_model
 from .errors import ArticleNotFound, IndexCorrupt, ModelMismatch, UnknownSlot
-from .ranking import (
-    DEFAULT_SLOTS,
-    PAGE_ORDER,
-    Candidate,
-    Recommendation,
-    SlotPolicy,
-    apply_policy,
-    recommendation,
-)
+from .lexical import lexical_scores
+from .overrides import Overrides, OverridesFile
+from .ranking import Candidates, Pick, Ranker, Recommendation
 from .store import IndexDirectory, IndexVersion
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class _Live:
+    """One opened version and what the ranking derives from it."""
+
+    version: IndexVersion
+    ranker: Ranker
 
 
 class Recommender:
-    """Read side of an index. Cheap to open (nothing but ids is loaded eagerly), safe to share
-    across threads, and it follows new versions published by `build`/`update`: at most every
-    `reload_interval` seconds a call checks the version pointer and swaps to the new version.
+    """Read side of an index. Cheap to open, safe to share across threads, and it follows new
+    versions published by `build`/`update` (at most every `reload_interval` seconds a call
+    checks the version pointer) and edits of the overrides file.
+
+    `now` fixes the clock that freshness is computed against (a datetime or a callable);
+    by default the real time, so precomputed lists age correctly.
     """
 
-    def __init__(self, directory: IndexDirectory, version: IndexVersion, *,
-                 slots: dict[str, SlotPolicy] | None = None, reload_interval: float = 1.0
-                 ) -> None:
+    def __init__(self, directory: IndexDirectory, version: IndexVersion, *, config: Config,
+                 reload_interval: float = 1.0, now: datetime | Clock | None = None) -> None:
         self._directory = directory
-        self._version = version
+        self.config = config
+        self._live = self._prepare(version)
         self._stamp = directory.pointer_stamp()
         self._checked = time.monotonic()
         self._reload_interval = reload_interval
         self._reload_lock = threading.Lock()
-        self.slots = dict(slots or DEFAULT_SLOTS)
+        self._overrides = OverridesFile(directory.root)
+        if now is None:
+            self._clock: Clock = lambda: datetime.now(UTC)
+        elif isinstance(now, datetime):
+            fixed = now if now.tzinfo else now.replace(tzinfo=UTC)
+            self._clock = lambda: fixed
+        else:
+            self._clock = now
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, model: str | Embedder | None = None,
-             reload_interval: float = 1.0) -> Recommender:
-        """Open the live version of the index at `path`. If `model` is given, it must be the
-        model the index was built with (ModelMismatch otherwise)."""
+             config: Config | str | os.PathLike[str] | None = None,
+             reload_interval: float = 1.0, now: datetime | Clock | None = None) -> Recommender:
+        """Open the live version of the index at `path`.
+
+        model: if given, must be the model the index was built with (else ModelMismatch).
+        config: a Config, or a TOML path; default: $RECOMMENDER_CONFIG, then
+        `<path>/recommender.toml`, then built-in defaults.
+        """
         directory = IndexDirectory(path)
         version = IndexVersion(directory.current_path())
         if model is not None:
@@ -57,7 +82,14 @@ class Recommender:
                         f"index {path} was built with model {manifest.model!r}, not {model!r}")
             else:
                 check_model(manifest.model, manifest.dimension, model)
-        return cls(directory, version, reload_interval=reload_interval)
+        if not isinstance(config, Config):
+            config = load_config(path, config)
+        return cls(directory, version, config=config, reload_interval=reload_interval,
+                   now=now)
+
+    def _prepare(self, version: IndexVersion) -> _Live:
+        return _Live(version, Ranker(version.ids, version.position, version.vectors,
+                                     version.columns, self.config.ranking))
 
     # ------------------------------------------------------------------ versions
 
@@ -67,7 +99,14 @@ class Recommender:
 
     @property
     def version(self) -> str:
-        return self._current().manifest.version
+        return self._current().version.manifest.version
+
+    @property
+    def slots(self) -> dict[str, SlotPolicy]:
+        return self.config.slots
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def reload(self) -> bool:
         """Switch to the newest published version now; True if it changed."""
@@ -79,39 +118,42 @@ class Recommender:
                 return False
             if stamp == self._stamp:
                 return False
-            newest = IndexVersion(self._directory.current_path())
             # The old version is not closed: another thread may be mid-query on it. Its
             # files stay readable until the object is collected.
-            self._version, self._stamp = newest, stamp
+            self._live = self._prepare(IndexVersion(self._directory.current_path()))
+            self._stamp = stamp
             return True
 
-    def _current(self) -> IndexVersion:
+    def _current(self) -> _Live:
         if self._reload_interval >= 0 and \
                 time.monotonic() - self._checked >= self._reload_interval:
             with contextlib.suppress(IndexCorrupt, OSError):
                 self.reload()  # on failure: keep serving the version we have
-        return self._version
+        return self._live
 
-    # ------------------------------------------------------------------ queries
+    def overrides(self) -> Overrides:
+        return self._overrides.load()
+
+    # ------------------------------------------------------------------ lookups
 
     def article(self, article_id: str) -> Article:
-        version = self._current()
+        version = self._current().version
         pos = self._position(version, article_id)
         return version.articles_at([pos])[pos]
 
     def ids(self) -> list[str]:
         """Every article id in the index, in index order (any status)."""
-        return list(self._current().ids)
+        return list(self._current().version.ids)
 
     def articles(self) -> list[Article]:
         """Every article in the index with its metadata (any status)."""
-        return self._current().all_articles()
+        return self._current().version.all_articles()
 
     def __contains__(self, article_id: object) -> bool:
-        return isinstance(article_id, str) and article_id in self._current().position
+        return isinstance(article_id, str) and article_id in self._current().version.position
 
     def __len__(self) -> int:
-        return self._current().manifest.count
+        return self._current().version.manifest.count
 
     @staticmethod
     def _position(version: IndexVersion, article_id: str) -> int:
@@ -120,54 +162,79 @@ class Recommender:
         except KeyError:
             raise ArticleNotFound(article_id) from None
 
-    def _candidates(self, version: IndexVersion, article_id: str, n: int
-                    ) -> tuple[Article, list[Candidate]]:
-        pos = self._position(version, article_id)
-        scores, rows = version.search(version.vectors[pos], n + 1)
-        hits = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True)
-                if r >= 0 and r != pos]
-        articles = version.articles_at([pos] + [r for r, _ in hits])
-        return articles[pos], [Candidate(articles[r], s) for r, s in hits[:n]]
-
-    def similar(self, article_id: str, k: int = 10) -> list[Recommendation]:
-        """The relevance ranking itself: the k nearest articles by cosine similarity, before
-        any slot policy (any status; each result says its status). Never the article itself."""
-        _, candidates = self._candidates(self._current(), article_id, k)
-        return [recommendation(c, {"semantic": round(c.score, 4)}) for c in candidates]
-
     def policy(self, slot: str) -> SlotPolicy:
         try:
             return self.slots[slot]
         except KeyError:
             raise UnknownSlot(f"unknown slot {slot!r} (known: {', '.join(self.slots)})") from None
 
+    # ------------------------------------------------------------------ queries
+
+    def _candidates(self, live: _Live, source: int, n: int) -> Candidates:
+        """The n nearest articles to the source's anchor (itself, or its original)."""
+        version, anchor = live.version, live.ranker.anchor(source)
+        scores, rows = version.search(version.vectors[anchor], n + 2)
+        keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)
+        found = rows[0][keep].astype(np.int64)[:n]
+        semantic = scores[0][keep].astype(np.float32)[:n]
+        return Candidates(found, semantic, lexical_scores(version.lexical(), anchor, found))
+
+    def _results(self, version: IndexVersion, picks: list[Pick]) -> list[Recommendation]:
+        articles = version.articles_at(p.row for p in picks)
+        out = []
+        for pick in picks:
+            a = articles[pick.row]
+            out.append(Recommendation(id=a.id, title=a.title, url=a.url, score=pick.score,
+                                      reason=pick.reason, published_at=a.published_at,
+                                      section=a.section, status=a.status))
+        return out
+
+    def similar(self, article_id: str, k: int = 10) -> list[Recommendation]:
+        """The relevance ranking itself, before any slot policy: the k most related articles
+        by fused relevance (any status; each result says its status). Never the article."""
+        live = self._current()
+        source = self._position(live.version, article_id)
+        candidates = self._candidates(live, source, max(k, 50))
+        _, picks = live.ranker.ranking(source, candidates)
+        return self._results(live.version, picks[:k])
+
     def related(self, article_id: str, slot: str = "you_may_also_like", k: int | None = None
                 ) -> list[Recommendation]:
-        """What `slot` shows on the page of `article_id`: published articles only."""
+        """What `slot` shows on the page of `article_id` (see `ranking` for the steps)."""
         policy = self.policy(slot)
-        source, candidates = self._candidates(self._current(), article_id,
-                                              max(policy.candidates, k or 0))
-        return apply_policy(policy, source, candidates, k=k)
+        live = self._current()
+        source = self._position(live.version, article_id)
+        candidates = self._candidates(live, source, max(policy.candidates, k or 0))
+        picks = live.ranker.select(policy, source, candidates, now=self.now(),
+                                   overrides=self.overrides(), k=k)
+        return self._results(live.version, picks)
 
     def page(self, article_id: str) -> dict[str, list[Recommendation]]:
-        """Every slot of one page; no article appears in two slots (earlier slots win)."""
-        version = self._current()
-        policies = [self.slots[name] for name in PAGE_ORDER if name in self.slots] + \
-            [p for name, p in self.slots.items() if name not in PAGE_ORDER]
-        source, candidates = self._candidates(version, article_id,
-                                              max(p.candidates for p in policies))
-        shown: set[str] = set()
+        """Every slot of one page. No article appears twice on the page and, where a slot
+        keeps one article per story, no story twice; earlier slots (see_also) choose first."""
+        live = self._current()
+        version, ranker = live.version, live.ranker
+        source = self._position(version, article_id)
+        policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
+            [p for n, p in self.slots.items() if n not in PAGE_ORDER]
+        candidates = self._candidates(live, source, max(p.candidates for p in policies))
+        now, overrides = self.now(), self.overrides()
+        pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
+        shown: list[int] = []
         out: dict[str, list[Recommendation]] = {}
         for policy in policies:
-            results = apply_policy(policy, source, candidates, exclude=shown)
-            shown.update(r.id for r in results)
-            out[policy.name] = results
+            reserved = {r for name, rows in pinned.items() if name != policy.name for r in rows}
+            picks = ranker.select(policy, source, candidates, now=now, overrides=overrides,
+                                  shown=shown, reserved=reserved)
+            shown.extend(p.row for p in picks)
+            out[policy.name] = self._results(version, picks)
         return out
 
     def info(self) -> dict[str, Any]:
-        version = self._current()
-        manifest = version.manifest.to_dict()
+        live = self._current()
+        manifest = live.version.manifest.to_dict()
         manifest["path"] = str(self._directory.root)
+        manifest["config"] = self.config.source
         manifest["slots"] = {name: {"k": p.k, "min_score": p.min_score}
                              for name, p in self.slots.items()}
         return manifest

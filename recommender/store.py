@@ -8,6 +8,8 @@
             articles.sqlite      article metadata and content hashes (row `pos` = vector row)
             vectors.npy          float32 (n, d), unit rows, memory-mapped by readers
             index.faiss          FAISS inner-product index over the same rows
+            columns.npz/.json    per-article metadata as arrays, for filtering candidates
+            lexical.npz          TF-IDF rows (scipy sparse) for the lexical score
         recommender.toml, overrides.json   (configuration and editorial overrides: they live
                                  outside versions so they survive rebuilds)
 
@@ -19,6 +21,7 @@ removed by the next writer. Readers keep the files of the version they opened.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +40,7 @@ import numpy as np
 
 from .articles import Article, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound
+from .text import normalised_title
 
 FORMAT_VERSION = 1
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
@@ -252,6 +256,92 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass
+class Columns:
+    """Per-article metadata as arrays (row = vector row), for filtering candidates without a
+    database round trip. Codes index the string tables; -1 means "none"."""
+
+    published: np.ndarray          # bool
+    timestamp: np.ndarray          # float64 epoch seconds of published_at, NaN if undated
+    language: np.ndarray           # int32 codes into languages
+    section: np.ndarray            # int32 codes into sections
+    story: np.ndarray              # int32 codes into stories (the given story_id)
+    paywalled: np.ndarray          # bool
+    title_key: np.ndarray          # int64 hash of the normalised title
+    original: np.ndarray           # int64 row of the article this one translates, or -1
+    tag_indptr: np.ndarray         # int64, CSR-style: tags of row i are
+    tag_codes: np.ndarray          # tag_codes[tag_indptr[i]:tag_indptr[i+1]]
+    languages: list[str]
+    sections: list[str]
+    stories: list[str]
+    tags: list[str]
+
+    ARRAYS = ("published", "timestamp", "language", "section", "story", "paywalled",
+              "title_key", "original", "tag_indptr", "tag_codes")
+    TABLES = ("languages", "sections", "stories", "tags")
+
+    def tags_of(self, row: int) -> np.ndarray:
+        codes: np.ndarray = self.tag_codes[self.tag_indptr[row]:self.tag_indptr[row + 1]]
+        return codes
+
+
+def build_columns(articles: Sequence[Article]) -> Columns:
+    tables: dict[str, dict[str, int]] = {name: {} for name in Columns.TABLES}
+
+    def code(table: str, value: str | None) -> int:
+        if value is None:
+            return -1
+        return tables[table].setdefault(value, len(tables[table]))
+
+    rows = {a.id: i for i, a in enumerate(articles)}
+    indptr = [0]
+    tag_codes: list[int] = []
+    for article in articles:
+        tag_codes.extend(sorted({code("tags", t.casefold()) for t in article.tags}))
+        indptr.append(len(tag_codes))
+    return Columns(
+        published=np.array([a.is_published for a in articles], dtype=bool),
+        timestamp=np.array([a.published_at.timestamp() if a.published_at else np.nan
+                            for a in articles], dtype=np.float64),
+        language=np.array([code("languages", a.language.casefold() if a.language else None)
+                           for a in articles], dtype=np.int32),
+        section=np.array([code("sections", a.section.casefold() if a.section else None)
+                          for a in articles], dtype=np.int32),
+        story=np.array([code("stories", a.story_id) for a in articles], dtype=np.int32),
+        paywalled=np.array([a.paywalled for a in articles], dtype=bool),
+        title_key=np.array([_title_key(a.title) for a in articles], dtype=np.int64),
+        original=np.array([rows.get(str(a.metadata.get("translation_of")), -1)
+                           for a in articles], dtype=np.int64),
+        tag_indptr=np.array(indptr, dtype=np.int64),
+        tag_codes=np.array(tag_codes, dtype=np.int32),
+        **{name: list(tables[name]) for name in Columns.TABLES},
+    )
+
+
+def _title_key(title: str) -> int:
+    digest = hashlib.blake2b(normalised_title(title).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def write_columns(directory: Path, columns: Columns) -> None:
+    np.savez(directory / "columns.npz", **{k: getattr(columns, k) for k in Columns.ARRAYS})
+    (directory / "columns.json").write_text(json.dumps(
+        {k: getattr(columns, k) for k in Columns.TABLES}, ensure_ascii=False))
+
+
+def read_columns(directory: Path) -> Columns:
+    try:
+        with np.load(directory / "columns.npz", allow_pickle=False) as arrays:
+            data: dict[str, Any] = {k: arrays[k] for k in Columns.ARRAYS}
+        data.update(json.loads((directory / "columns.json").read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexCorrupt(f"cannot read the columns of {directory}: {exc}") from exc
+    return Columns(**data)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -286,17 +376,36 @@ class IndexVersion:
             raise IndexCorrupt(f"{db} holds {len(self.ids)} articles, manifest says "
                                f"{self.manifest.count}")
         self.position: dict[str, int] = {aid: i for i, aid in enumerate(self.ids)}
+        self.columns = read_columns(path)
+        if len(self.columns.published) != self.manifest.count:
+            raise IndexCorrupt(f"the columns of {path} do not match its manifest")
         # Held open so that a lazy load still works after a newer build pruned this version.
         try:
             self._faiss_file = open(path / "index.faiss", "rb")  # noqa: SIM115
+            self._lexical_file = open(path / "lexical.npz", "rb")  # noqa: SIM115
         except OSError as exc:
-            raise IndexCorrupt(f"cannot read {path / 'index.faiss'}: {exc}") from exc
+            raise IndexCorrupt(f"cannot read {exc.filename}: {exc.strerror}") from exc
         self._faiss: Any = None
+        self._lexical: Any = None
         self._faiss_lock = threading.Lock()
 
     def close(self) -> None:
         self._conn.close()
         self._faiss_file.close()
+        self._lexical_file.close()
+
+    def lexical(self) -> Any:
+        """The TF-IDF matrix (scipy CSR), loaded on first use."""
+        with self._faiss_lock:
+            if self._lexical is None:
+                import scipy.sparse as sp
+
+                self._lexical_file.seek(0)
+                try:
+                    self._lexical = sp.csr_matrix(sp.load_npz(self._lexical_file))
+                except (OSError, ValueError) as exc:
+                    raise IndexCorrupt(f"cannot read {self.path / 'lexical.npz'}: {exc}") from exc
+            return self._lexical
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._db_lock:

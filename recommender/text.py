@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 from .articles import Article
 
@@ -36,3 +37,16 @@ def lexical_text_for(article: Article) -> str:
 def content_hash(text: str) -> str:
     """Hash of exactly what is embedded; equal hash + equal model = the stored vector is valid."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_TITLE_SUFFIX = re.compile(r"\s+[|–—]\s+.*$")  # " | Wire report", " – Site name"
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalised_title(title: str) -> str:
+    """The title as a duplicate key: without a trailing " | Source" part, accents, case and
+    punctuation. A syndicated copy usually keeps the headline and appends its source."""
+    base = _TITLE_SUFFIX.sub("", title.strip())
+    decomposed = unicodedata.normalize("NFKD", base.casefold())
+    letters = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _NON_WORD.sub(" ", letters).strip()

@@ -4,6 +4,7 @@ model); tests marked `model` use the real bundled all-MiniLM-L6-v2."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from recommender import HashingEmbedder, build_index
 
 FAKE_MODEL = "hashing:64"
+# Freshness is computed against "now": tests that compare answers over time pin it.
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def story(i: int, title: str, body: str, **extra: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from recommender.cli import main
@@ -31,7 +32,10 @@ def test_build_then_related_and_similar_json(tmp_path: Path, tiny_jsonl: Path) -
     assert isinstance(results, list) and results
     assert set(results[0]) == {"id", "title", "url", "score", "reason", "published_at",
                                "section", "status"}
-    assert results[0]["reason"] == {"semantic": results[0]["score"]}
+    reason = results[0]["reason"]
+    assert set(reason) >= {"semantic", "lexical", "relevance", "freshness"}
+    assert reason["relevance"] * reason["freshness"] == pytest.approx(results[0]["score"],
+                                                                      abs=1e-3)
 
     code, out, _ = run("similar", "t01", "--index", index, "-k", "3", "--json")
     assert code == 0 and len(json.loads(out)) == 3

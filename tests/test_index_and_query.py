@@ -36,17 +36,29 @@ def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Pat
     assert not list(tiny_index.rglob("*.pkl")) and not list(tiny_index.rglob("*.pickle"))
 
 
-def test_similar_scores_are_exact_cosine_and_never_self(tiny_index: Path) -> None:
+def test_similar_scores_fuse_exact_cosine_and_tfidf_and_never_self(tiny_index: Path) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from recommender.text import lexical_text_for
+
     rec = Recommender.open(tiny_index)
     results = rec.similar("t01", k=11)
     assert "t01" not in [r.id for r in results] and len(results) == 11
     live = tiny_index / "versions" / rec.version
     vectors = np.load(live / "vectors.npy")
-    ids = [f"t{i:02d}" for i in range(1, 13)]
+    ids = rec.ids()
     exact = vectors @ vectors[0]
+    # an independent TF-IDF with the same settings as the index
+    tfidf = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode").fit_transform(
+        [lexical_text_for(a) for a in rec.articles()])
+    lexical = (tfidf @ tfidf[0].T).toarray().ravel()
+    weights = rec.config.ranking
     for r in results:
-        assert r.score == pytest.approx(float(exact[ids.index(r.id)]), abs=1e-5)
-        assert r.reason == {"semantic": round(r.score, 4)}
+        i = ids.index(r.id)
+        assert r.reason["semantic"] == pytest.approx(float(exact[i]), abs=1e-4)
+        assert r.reason["lexical"] == pytest.approx(float(lexical[i]), abs=1e-4)
+        assert r.score == pytest.approx(weights.semantic_weight * exact[i] +
+                                        weights.lexical_weight * lexical[i], abs=1e-4)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
     # the raw ranking shows every status, and says which
     assert {r.id for r in results} >= HIDDEN
@@ -87,7 +99,8 @@ def test_results_carry_id_title_url_score_reason(tiny_index: Path) -> None:
     data = first.to_dict()
     assert set(data) >= {"id", "title", "url", "score", "reason"}
     assert data["url"] == f"https://news.example.org/{first.id}"
-    assert data["reason"]["semantic"] == pytest.approx(data["score"], abs=1e-4)
+    assert data["reason"]["relevance"] * data["reason"]["freshness"] == \
+        pytest.approx(data["score"], abs=1e-3)
 
 
 def test_errors_are_specific(tiny_index: Path, tmp_path: Path) -> None:

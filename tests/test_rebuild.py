@@ -25,6 +25,8 @@ from recommender import (
 )
 from recommender.store import IndexDirectory
 
+from .conftest import NOW
+
 EMBEDDER = HashingEmbedder(64)
 
 
@@ -124,7 +126,7 @@ def test_corrupt_or_missing_index_files_give_clear_errors(tiny_index: Path) -> N
 
 def test_old_versions_are_pruned_but_open_readers_keep_working(tiny_index: Path,
                                                                tiny_jsonl: Path) -> None:
-    rec = Recommender.open(tiny_index, reload_interval=-1)  # never reloads
+    rec = Recommender.open(tiny_index, reload_interval=-1, now=NOW)  # never reloads
     expected = rec.similar("t01")
     for _ in range(4):
         build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER)
@@ -155,7 +157,7 @@ SLOW_BUILD = textwrap.dedent("""
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 0.9, 1.2])
 def test_sigkill_mid_build_leaves_the_previous_version_serving(
         tiny_index: Path, tiny_jsonl: Path, tmp_path: Path, delay: float) -> None:
-    before = Recommender.open(tiny_index, reload_interval=-1)
+    before = Recommender.open(tiny_index, reload_interval=-1, now=NOW)
     expected = {aid: before.page(aid) for aid in before.ids()}
     script = tmp_path / "slow_build.py"
     script.write_text(SLOW_BUILD)
@@ -165,7 +167,7 @@ def test_sigkill_mid_build_leaves_the_previous_version_serving(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    after = Recommender.open(tiny_index)
+    after = Recommender.open(tiny_index, now=NOW)
     if after.version == before.version:  # killed before it could publish
         assert {aid: after.page(aid) for aid in after.ids()} == expected
     else:  # it finished first: then the new version is complete

@@ -1,0 +1,49 @@
+"""Lexical similarity: TF-IDF over title and body (scikit-learn), stored per version.
+
+Only article-to-article scores are needed, so the stored artefact is the L2-normalised
+sparse matrix itself (`lexical.npz`, scipy's format, no pickle); the vocabulary is not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from .articles import Article
+from .text import lexical_text_for
+
+FILE = "lexical.npz"
+
+
+def fit_lexical(articles: Sequence[Article]) -> sp.csr_matrix:
+    """Rows are unit-length TF-IDF vectors (sublinear tf; terms in more than half of all
+    articles carry no signal and are dropped)."""
+    if not articles:
+        return sp.csr_matrix((0, 0), dtype=np.float32)
+    vectorizer = TfidfVectorizer(sublinear_tf=True, max_df=0.5 if len(articles) > 20 else 1.0,
+                                 dtype=np.float32, strip_accents="unicode")
+    try:
+        matrix = vectorizer.fit_transform([lexical_text_for(a) for a in articles])
+    except ValueError:  # empty vocabulary (e.g. only stop-word-like titles)
+        return sp.csr_matrix((len(articles), 1), dtype=np.float32)
+    return sp.csr_matrix(matrix, dtype=np.float32)
+
+
+def write_lexical(directory: Path, matrix: sp.csr_matrix) -> None:
+    sp.save_npz(directory / FILE, matrix, compressed=False)
+
+
+def read_lexical(directory: Path) -> sp.csr_matrix:
+    return sp.csr_matrix(sp.load_npz(directory / FILE))
+
+
+def lexical_scores(matrix: sp.csr_matrix, source: int, rows: np.ndarray) -> np.ndarray:
+    """TF-IDF cosine between article `source` and each of `rows`."""
+    if len(rows) == 0 or matrix.shape[1] == 0:
+        return np.zeros(len(rows), dtype=np.float32)
+    scores = matrix[rows] @ matrix[source].T
+    return np.asarray(scores.toarray(), dtype=np.float32).ravel()
