@@ -7,6 +7,7 @@
 
 from .articles import Article, LoadReport, Problem, load_articles, read_articles
 from .build import BuildReport, build_index
+from .config import Config, RankingConfig, SlotPolicy, load_config
 from .embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, load_embedder
 from .errors import (
     ArticleNotFound,
@@ -21,7 +22,6 @@ from .errors import (
     RecommenderError,
     UnknownSlot,
 )
-from .config import Config, RankingConfig, SlotPolicy, load_config
 from .ranking import Recommendation
 from .recommender import Recommender
 from .samples import sample_corpus_path
