@@ -27,7 +27,8 @@ from .recommender import Recommender
 from .samples import sample_corpus_path
 
 __all__ = [
-    "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "Embedder", "HashingEmbedder",
+    "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "Embedder",
+    "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
     "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",
     "Recommender",

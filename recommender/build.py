@@ -17,7 +17,7 @@ import numpy as np
 
 from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
-from .errors import IndexNotFound, InvalidInput, ModelMismatch
+from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch
 from .lexical import fit_lexical, write_lexical
 from .store import (
     IndexDirectory,
@@ -83,7 +83,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                            f"(first: {loaded.errors[0]})")
 
     with directory.lock():
-        previous = _open_previous(directory)
+        previous = _open_previous(directory, report, incremental)
         try:
             if embedder is None:
                 embedder = load_embedder(model or (previous.manifest.model
@@ -154,10 +154,20 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
     return report
 
 
-def _open_previous(directory: IndexDirectory) -> IndexVersion | None:
+def _open_previous(directory: IndexDirectory, report: BuildReport, incremental: bool
+                   ) -> IndexVersion | None:
+    """The live version, to reuse its vectors. A corrupt or outdated one does not stop a full
+    build (everything is embedded again), but it does stop an update, which would otherwise
+    publish an index without the articles it could not read."""
     try:
         return IndexVersion(directory.current_path())
     except IndexNotFound:
+        return None
+    except IndexCorrupt as exc:
+        if incremental:
+            raise IndexCorrupt(f"{exc}; run `recommender build` with all articles") from exc
+        report.problems.append(Problem("<index>", None, f"live version not reusable ({exc}); "
+                                       "embedding everything", None, "warning"))
         return None
 
 

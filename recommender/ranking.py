@@ -152,26 +152,10 @@ class Ranker:
         if policy.languages == "same":
             mask &= ~other_language
 
-        ts = cols.timestamp[rows]
-        undated = np.isnan(ts)
-        age_days = (now_ts - ts) / DAY
-        if policy.max_age_days is not None:
-            mask &= ~(age_days > policy.max_age_days)
-        src_ts = cols.timestamp[source]
-        delta_days = (ts - src_ts) / DAY
-        if not math.isnan(src_ts):
-            if policy.window_before_days is not None:
-                mask &= ~(delta_days < -policy.window_before_days)
-            if policy.window_after_days is not None:
-                mask &= ~(delta_days > policy.window_after_days)
-        freshness = np.ones(len(rows), dtype=np.float32)
-        if policy.half_life_days:
-            freshness = np.power(0.5, np.clip(age_days, 0, None) / policy.half_life_days)
-        freshness = np.where(undated, policy.undated_factor, freshness).astype(np.float32)
-        mask &= freshness > 0
+        mask &= self._in_time(policy, source, rows, now_ts)
+        freshness = self._freshness(policy, rows, now_ts)
 
-        duplicate = (c.semantic >= cfg.duplicate_similarity) | \
-            (cols.title_key[rows] == cols.title_key[source])
+        duplicate = self._duplicate(source, rows, c.semantic)
         _, translation = self._relation(np.array(source), rows, c.semantic)
         mask &= ~duplicate & ~translation
 
@@ -194,6 +178,43 @@ class Ranker:
             chosen += self._fallback(policy, source, chosen, shown, excluded, now_ts,
                                      limit - len(chosen))
         return chosen
+
+    def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, now_ts: float
+                 ) -> np.ndarray:
+        """The hard time limits: age relative to now, window relative to the source's date,
+        and undated articles when their factor is 0."""
+        ts = self.columns.timestamp[rows]
+        mask = np.ones(len(rows), dtype=bool)
+        if policy.max_age_days is not None:
+            mask &= ~((now_ts - ts) / DAY > policy.max_age_days)
+        src_ts = self.columns.timestamp[source]
+        if not math.isnan(src_ts):
+            delta_days = (ts - src_ts) / DAY
+            if policy.window_before_days is not None:
+                mask &= ~(delta_days < -policy.window_before_days)
+            if policy.window_after_days is not None:
+                mask &= ~(delta_days > policy.window_after_days)
+        if policy.undated_factor <= 0:
+            mask &= ~np.isnan(ts)
+        return mask
+
+    def _freshness(self, policy: SlotPolicy, rows: np.ndarray, now_ts: float) -> np.ndarray:
+        ts = self.columns.timestamp[rows]
+        factor = np.ones(len(rows), dtype=np.float32)
+        if policy.half_life_days:
+            age_days = np.clip((now_ts - ts) / DAY, 0, None)
+            factor = np.power(0.5, age_days / policy.half_life_days).astype(np.float32)
+        out: np.ndarray = np.where(np.isnan(ts), policy.undated_factor, factor).astype(np.float32)
+        return out
+
+    def _duplicate(self, source: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+        """Copies of the source: near-identical meaning, the same headline (normalised), or
+        the same body text under another headline."""
+        cols = self.columns
+        same_body = (cols.body_key[rows] == cols.body_key[source]) & (cols.body_key[source] != 0)
+        dup: np.ndarray = (cosine >= self.config.duplicate_similarity) | same_body | \
+            (cols.title_key[rows] == cols.title_key[source])
+        return dup
 
     def _filters(self, policy: SlotPolicy, rows: np.ndarray) -> np.ndarray:
         cols = self.columns
@@ -405,7 +426,8 @@ class Ranker:
                 block = tier_rows[start:start + 64]
                 block = block[~np.isin(block, np.fromiter(taken, dtype=np.int64))] \
                     if taken else block
-                block = block[self._filters(policy, block)]
+                block = block[self._filters(policy, block) &
+                              self._in_time(policy, source, block, now_ts)]
                 if policy.languages != "any":
                     block = block[~self._other_language(source, block)]
                 for row in block:
@@ -428,13 +450,10 @@ class Ranker:
                             source_taken: bool) -> bool:
         """A fallback link must not be a copy or translation of the source, nor repeat a story
         already on the page (the source's own story included, once it is represented)."""
-        cols = self.columns
-        if cols.title_key[row] == cols.title_key[source]:
-            return True
         others = np.asarray([source, *picked], dtype=np.int64)
         cosine = np.asarray(self.vectors[others], dtype=np.float32) @ \
             np.asarray(self.vectors[row], dtype=np.float32)
-        if cosine[0] >= self.config.duplicate_similarity:
+        if self._duplicate(source, np.array([row]), cosine[:1])[0]:
             return True
         same = self._same_story_as(row, others, cosine)
         if same[0] and (source_taken or self._other_language(source, np.array([row]))[0]):

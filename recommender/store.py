@@ -42,7 +42,7 @@ from .articles import Article, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound
 from .text import normalised_title
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: columns, lexical scores
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 
 _SCHEMA = """
@@ -271,6 +271,7 @@ class Columns:
     story: np.ndarray              # int32 codes into stories (the given story_id)
     paywalled: np.ndarray          # bool
     title_key: np.ndarray          # int64 hash of the normalised title
+    body_key: np.ndarray           # int64 hash of the normalised body (0 if empty)
     original: np.ndarray           # int64 row of the article this one translates, or -1
     tag_indptr: np.ndarray         # int64, CSR-style: tags of row i are
     tag_codes: np.ndarray          # tag_codes[tag_indptr[i]:tag_indptr[i+1]]
@@ -280,7 +281,7 @@ class Columns:
     tags: list[str]
 
     ARRAYS = ("published", "timestamp", "language", "section", "story", "paywalled",
-              "title_key", "original", "tag_indptr", "tag_codes")
+              "title_key", "body_key", "original", "tag_indptr", "tag_codes")
     TABLES = ("languages", "sections", "stories", "tags")
 
     def tags_of(self, row: int) -> np.ndarray:
@@ -312,7 +313,10 @@ def build_columns(articles: Sequence[Article]) -> Columns:
                           for a in articles], dtype=np.int32),
         story=np.array([code("stories", a.story_id) for a in articles], dtype=np.int32),
         paywalled=np.array([a.paywalled for a in articles], dtype=bool),
-        title_key=np.array([_title_key(a.title) for a in articles], dtype=np.int64),
+        title_key=np.array([_text_key(normalised_title(a.title)) for a in articles],
+                           dtype=np.int64),
+        body_key=np.array([_text_key(" ".join(a.body.casefold().split())) for a in articles],
+                          dtype=np.int64),
         original=np.array([rows.get(str(a.metadata.get("translation_of")), -1)
                            for a in articles], dtype=np.int64),
         tag_indptr=np.array(indptr, dtype=np.int64),
@@ -321,9 +325,12 @@ def build_columns(articles: Sequence[Article]) -> Columns:
     )
 
 
-def _title_key(title: str) -> int:
-    digest = hashlib.blake2b(normalised_title(title).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+def _text_key(text: str) -> int:
+    """64-bit hash of a text; 0 stands for "no text" and never matches."""
+    if not text:
+        return 0
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
 
 
 def write_columns(directory: Path, columns: Columns) -> None:

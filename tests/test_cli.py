@@ -96,3 +96,15 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     for name, command in main.commands.items():
         assert command.help, f"{name} has no help text"
         assert f"recommender {name}" in readme, f"{name} is not documented in README.md"
+
+
+def test_every_configuration_key_is_documented_in_the_readme() -> None:
+    import dataclasses
+
+    from recommender.config import RankingConfig, SlotPolicy
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for cls in (RankingConfig, SlotPolicy):
+        for f in dataclasses.fields(cls):
+            if f.name != "name":
+                assert f"`{f.name}`" in readme, f"{cls.__name__}.{f.name} is not in README.md"

@@ -54,6 +54,13 @@ def json_option(func: F) -> F:
                         help="Print a stable JSON document instead of a table.")(func)
 
 
+def config_option(func: F) -> F:
+    return click.option(
+        "--config", "config", envvar="RECOMMENDER_CONFIG", default=None, metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Slot policies (TOML) [default: <index>/recommender.toml].")(func)
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -69,9 +76,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import index_commands, query_commands
+    from . import editorial_commands, index_commands, query_commands
 
-    for module in (index_commands, query_commands):
+    for module in (index_commands, query_commands, editorial_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,19 +13,45 @@ from ..ranking import Recommendation
 from ..recommender import Recommender
 from ..samples import sample_corpus_path
 from .index_commands import progress_bar
-from .main import echo_json, index_option, json_option, reports_errors, show_progress
+from .main import (
+    config_option,
+    echo_json,
+    index_option,
+    json_option,
+    reports_errors,
+    show_progress,
+)
 
 
-def format_results(results: Sequence[Recommendation], explain: bool = False) -> str:
+def explain(reason: dict[str, Any]) -> str:
+    """The reason of one result, readably: score parts first, then flags."""
+    parts = [f"{name} {reason[name]:.2f}" for name in SCORE_PARTS if name in reason]
+    if "fallback" in reason:
+        parts.insert(0, f"fallback ({reason['fallback']})")
+    if reason.get("pinned"):
+        until = reason.get("pinned_until")
+        parts.insert(0, "pinned" + (f" until {until}" if until else ""))
+    if reason.get("other_language"):
+        parts.append("other language")
+    if reason.get("story_collapsed_from"):
+        parts.append("stands for " + ", ".join(reason["story_collapsed_from"]))
+    return "; ".join(parts)
+
+
+SCORE_PARTS = ("relevance", "semantic", "lexical", "tags", "section", "freshness")
+
+
+def format_results(results: Sequence[Recommendation], show_reasons: bool = False) -> str:
     if not results:
         return "  (nothing clears the bar)"
     lines = []
     for rank, r in enumerate(results, start=1):
         date = r.published_at.date().isoformat() if r.published_at else "undated"
-        lines.append(f"  {rank}. {r.score:.2f}  {r.title}  [{r.id}, {date}]")
-        if explain:
-            parts = ", ".join(f"{k}={v}" for k, v in r.reason.items())
-            lines.append(f"        why: {parts}")
+        flag = " [pinned]" if r.reason.get("pinned") else \
+            " [fallback]" if "fallback" in r.reason else ""
+        lines.append(f"  {rank}. {r.score:.2f}  {r.title}  [{r.id}, {date}]{flag}")
+        if show_reasons:
+            lines.append(f"       why: {explain(r.reason)}")
     return "\n".join(lines)
 
 
@@ -35,15 +62,37 @@ def format_results(results: Sequence[Recommendation], explain: bool = False) -> 
               help="Slot whose policy is applied (see_also, you_may_also_like, ...).")
 @click.option("-k", "k", type=click.IntRange(min=1), default=None,
               help="Number of results [default: the slot's].")
+@click.option("--explain", is_flag=True, help="Show the parts of each score and its flags.")
+@config_option
 @json_option
 @reports_errors
-def related(article_id: str, index: str, slot: str, k: int | None, as_json: bool) -> None:
+def related(article_id: str, index: str, slot: str, k: int | None, explain: bool,
+            config: str | None, as_json: bool) -> None:
     """What slot SLOT shows on the page of article ID."""
-    results = Recommender.open(index).related(article_id, slot=slot, k=k)
+    results = Recommender.open(index, config=config).related(article_id, slot=slot, k=k)
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:
-        click.echo(format_results(results))
+        click.echo(format_results(results, show_reasons=explain))
+
+
+@click.command()
+@click.argument("article_id", metavar="ID")
+@index_option
+@click.option("--explain", is_flag=True, help="Show the parts of each score and its flags.")
+@config_option
+@json_option
+@reports_errors
+def page(article_id: str, index: str, explain: bool, config: str | None,
+         as_json: bool) -> None:
+    """Every slot of the page of article ID (no article twice on the page)."""
+    slots = Recommender.open(index, config=config).page(article_id)
+    if as_json:
+        echo_json({name: [r.to_dict() for r in results] for name, results in slots.items()})
+        return
+    for name, results in slots.items():
+        click.echo(f"{name}:")
+        click.echo(format_results(results, show_reasons=explain))
 
 
 @click.command()
@@ -58,7 +107,7 @@ def similar(article_id: str, index: str, k: int, as_json: bool) -> None:
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:
-        click.echo(format_results(results))
+        click.echo(format_results(results, show_reasons=True))
 
 
 # First articles of three multi-day stories and one standalone piece of the sample corpus.
@@ -91,4 +140,4 @@ def demo(index: str, model: str | None, quiet: bool, article_ids: tuple[str, ...
         click.echo()
 
 
-COMMANDS = [related, similar, demo]
+COMMANDS = [related, page, similar, demo]
