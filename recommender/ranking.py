@@ -135,7 +135,7 @@ class Ranker:
                k: int | None = None) -> list[Pick]:
         """What `policy` shows for `source`. `shown`: rows already on the page (earlier slots),
         never repeated and counted for one-per-story; `reserved`: rows pinned in other slots."""
-        cfg, cols = self.config, self.columns
+        cols = self.columns
         limit = policy.k if k is None else k
         blocked, never = self._override_rows(overrides)
         now_ts = now.timestamp()

@@ -214,7 +214,7 @@ def test_build_over_a_corrupt_index_starts_afresh_but_update_refuses(
         tiny_index: Path, tiny_jsonl: Path) -> None:
     live = IndexDirectory(tiny_index).current_path()
     (live / "manifest.json").write_text('{"format_version": 1}')
-    with pytest.raises(IndexCorrupt, match="unsupported index format 1.*run `recommender build`"):
+    with pytest.raises(IndexCorrupt, match=r"unsupported index format 1.*run `recommender build`"):
         build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER, incremental=True)
     report = build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER)
     assert report.embedded == 12 and "not reusable" in report.problems[-1].reason
