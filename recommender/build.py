@@ -19,6 +19,7 @@ from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch
 from .lexical import fit_lexical, write_lexical
+from .neighbours import DEFAULT_N, compute_table, renumber, update_table, write_table
 from .store import (
     IndexDirectory,
     IndexVersion,
@@ -50,6 +51,8 @@ class BuildReport:
     embedded: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    neighbours_seconds: float = 0.0
+    neighbours_mode: str = ""      # "full" or "incremental"
     problems: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +61,8 @@ class BuildReport:
             "published": self.published, "added": self.added, "changed": self.changed,
             "unchanged": self.unchanged, "removed": self.removed, "withdrawn": self.withdrawn,
             "invalid": self.invalid, "embedded": self.embedded, "seconds": self.seconds,
-            "embed_seconds": self.embed_seconds,
+            "embed_seconds": self.embed_seconds, "neighbours_seconds": self.neighbours_seconds,
+            "neighbours_mode": self.neighbours_mode,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -66,7 +70,8 @@ class BuildReport:
 def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, Any]] | LoadReport,
                 *, model: str | None = None, embedder: Embedder | None = None,
                 incremental: bool = False, delete: Iterable[str] = (), strict: bool = False,
-                progress: ProgressCallback | None = None) -> BuildReport:
+                progress: ProgressCallback | None = None,
+                neighbours: int = DEFAULT_N) -> BuildReport:
     """Publish a new version of the index at `index`.
 
     incremental=False (build): the index holds exactly the input articles.
@@ -137,11 +142,19 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             name, tmp = directory.new_version_dir()
             write_articles(tmp / "articles.sqlite", articles, hashes)
             write_vectors(tmp, vectors)
-            write_columns(tmp, build_columns(articles))
+            columns = build_columns(articles)
+            write_columns(tmp, columns)
             write_lexical(tmp, fit_lexical(articles))
+            table_started = time.perf_counter()
+            rows, scores, report.neighbours_mode = _neighbour_table(
+                previous if reusable else None, articles, vectors, columns.published,
+                set(to_embed), neighbours)
+            write_table(tmp, rows, scores)
+            report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             extra: dict[str, Any] = {}
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)
+            extra["neighbours"] = int(rows.shape[1])
             write_manifest(tmp, Manifest(
                 model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
                 version=name, published_count=report.published, extra=extra))
@@ -209,3 +222,35 @@ def _plan(loaded: LoadReport, previous: IndexVersion | None, incremental: bool,
     if incremental and previous is None and not incoming:
         raise IndexNotFound(f"no index at {report.index} and nothing to add")
     return list(merged.values())
+
+
+# Past this share of changed rows a full pass is as cheap as merging, and keeps lists exact.
+INCREMENTAL_LIMIT = 0.2
+
+
+def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
+                     vectors: np.ndarray, published: np.ndarray, embedded: set[int], n: int
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
+    """The candidate table of the new version: merged into the previous one when few rows
+    changed, else computed in full."""
+    old = previous.neighbour_table() if previous is not None else None
+    if old is None or old[0].shape[1] != n:
+        rows, scores = compute_table(vectors, published, n)
+        return rows, scores, "full"
+    old_published = previous.columns.published if previous is not None else None
+    assert previous is not None and old_published is not None
+    new_row = {a.id: i for i, a in enumerate(articles)}
+    mapping = np.array([new_row.get(aid, -1) for aid in previous.ids], dtype=np.int64)
+    # Changed: re-embedded, or newly a candidate (published now, not before).
+    was_published = np.zeros(len(articles), dtype=bool)
+    kept = np.flatnonzero(mapping >= 0)
+    was_published[mapping[kept]] = old_published[kept]
+    changed = np.array(sorted(embedded | set(np.flatnonzero(published & ~was_published)
+                                             .tolist())), dtype=np.int64)
+    if len(changed) > INCREMENTAL_LIMIT * max(len(articles), 1):
+        rows, scores = compute_table(vectors, published, n)
+        return rows, scores, "full"
+    carried = renumber(old[0], old[1], mapping, len(articles))
+    rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)
+    return rows, scores, "incremental"
+

@@ -170,9 +170,19 @@ class Recommender:
 
     # ------------------------------------------------------------------ queries
 
-    def _candidates(self, live: _Live, source: int, n: int) -> Candidates:
-        """The n nearest articles to the source's anchor (itself, or its original)."""
+    def _candidates(self, live: _Live, source: int, n: int, precomputed: bool = True
+                    ) -> Candidates:
+        """The n nearest published articles to the source's anchor (itself, or its original):
+        a read from the precomputed table, or a live search where there is none (or with
+        precomputed=False: then any status)."""
         version, anchor = live.version, live.ranker.anchor(source)
+        table = version.neighbour_table() if precomputed else None
+        if table is not None and table[0].shape[1] >= n:
+            rows, scores = table[0][anchor], table[1][anchor]
+            keep = (rows >= 0) & (rows != source)
+            found = rows[keep][:n].astype(np.int64)
+            semantic = np.asarray(scores[keep][:n], dtype=np.float32)
+            return Candidates(found, semantic, lexical_scores(version.lexical(), anchor, found))
         scores, rows = version.search(version.vectors[anchor], n + 2)
         keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)
         found = rows[0][keep].astype(np.int64)[:n]
@@ -194,7 +204,7 @@ class Recommender:
         by fused relevance (any status; each result says its status). Never the article."""
         live = self._current()
         source = self._position(live.version, article_id)
-        candidates = self._candidates(live, source, max(k, 50))
+        candidates = self._candidates(live, source, max(k, 50), precomputed=False)
         _, picks = live.ranker.ranking(source, candidates)
         return self._results(live.version, picks[:k])
 

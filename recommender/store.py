@@ -40,6 +40,7 @@ import numpy as np
 
 from .articles import Article, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound
+from .neighbours import read_table
 from .text import normalised_title
 
 FORMAT_VERSION = 2  # 2: columns, lexical scores
@@ -394,12 +395,22 @@ class IndexVersion:
             raise IndexCorrupt(f"cannot read {exc.filename}: {exc.strerror}") from exc
         self._faiss: Any = None
         self._lexical: Any = None
+        try:  # memory-mapped now: the mapping outlives the pruning of this version
+            self._table = read_table(path)
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"cannot read the neighbour table of {path}: {exc}") from exc
+        if self._table is not None and self._table[0].shape[0] != self.manifest.count:
+            raise IndexCorrupt(f"the neighbour table of {path} does not match its manifest")
         self._faiss_lock = threading.Lock()
 
     def close(self) -> None:
         self._conn.close()
         self._faiss_file.close()
         self._lexical_file.close()
+
+    def neighbour_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The precomputed candidates (rows, cosines), memory-mapped; None if absent."""
+        return self._table
 
     def lexical(self) -> Any:
         """The TF-IDF matrix (scipy CSR), loaded on first use."""

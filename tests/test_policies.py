@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -300,3 +301,14 @@ def test_config_errors_are_clear() -> None:
 def test_now_defaults_to_the_real_clock(tmp_path: Path) -> None:
     rec = index_of(tmp_path, [art("s", BRIDGE)])
     assert abs(Recommender.open(rec.path).now() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_story_components_follow_chains() -> None:
+    from recommender.ranking import _components
+
+    linked = np.zeros((6, 6), dtype=bool)
+    for a, b in [(0, 1), (1, 2), (2, 3), (4, 5)]:  # 0-1-2-3 is one chain, 4-5 another
+        linked[a, b] = linked[b, a] = True
+    labels = _components(linked)
+    assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1
+    assert labels[0] != labels[4]

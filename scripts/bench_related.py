@@ -1,0 +1,146 @@
+"""Serving speed at scale: an index of N synthetic articles, then the latency of lookups.
+
+Vectors are synthetic (clustered, 384-d, unit length) with realistic metadata (sections,
+tags, dates over two years, drafts, paywalled and Spanish articles, stories), so the whole
+pipeline runs: lexical scores, columns, the precomputed candidate table, slot policies.
+
+Reports: build time and its parts; the all-pairs precompute next to a plain numpy matrix
+product of the same size in the same run; the one-off open time; p50/p99 of `related()` and
+`page()` from Python; resident memory.
+
+    python scripts/bench_related.py [--articles 100000] [--queries 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from recommender import Recommender, build_index
+from recommender.embedding import ProgressCallback, normalise
+from recommender.neighbours import BLOCK
+
+SECTIONS = ["world", "politics", "business", "technology", "science", "health", "sport",
+            "culture", "local", "travel"]
+WORDS = [f"w{i}" for i in range(5000)]
+
+
+class ClusteredEmbedder:
+    """Maps "cluster C item I" titles to a fixed random centre C plus noise."""
+
+    name = "synthetic-clustered-384"
+    dimension = 384
+
+    def __init__(self, clusters: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.centres = normalise(rng.standard_normal((clusters, self.dimension)))
+
+    def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
+              ) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = text.split()
+            cluster, item = int(words[1]), int(words[3].rstrip("."))
+            noise = np.random.default_rng(item).standard_normal(self.dimension)
+            out[i] = self.centres[cluster] + 0.09 * noise
+        return normalise(out)
+
+
+def records(n: int, clusters: int, seed: int = 1) -> list[dict[str, object]]:
+    rng = np.random.default_rng(seed)
+    start = datetime(2024, 12, 1, tzinfo=UTC)
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        cluster = int(rng.integers(clusters))
+        body_words = rng.choice(WORDS[cluster % 50 * 100:(cluster % 50 + 1) * 100], 40)
+        record: dict[str, object] = {
+            "id": f"n{i:06d}", "title": f"cluster {cluster} item {i}",
+            "body": " ".join(body_words), "url": f"https://news.example.org/n{i:06d}",
+            "published_at": (start + timedelta(minutes=int(rng.integers(0, 2 * 525_600))))
+            .isoformat(),
+            "section": SECTIONS[cluster % len(SECTIONS)],
+            "tags": [f"t{cluster % 300}", f"t{int(rng.integers(300))}"],
+            "language": "es" if rng.random() < 0.03 else "en",
+            "status": "draft" if rng.random() < 0.02 else "published",
+            "paywalled": bool(rng.random() < 0.05),
+        }
+        if rng.random() < 0.2:
+            record["story_id"] = f"s{cluster}-{int(rng.integers(20))}"
+        out.append(record)
+    return out
+
+
+def plain_product_seconds(vectors: np.ndarray) -> float:
+    """The all-pairs product alone, in the same blocks, with no selection."""
+    started = time.perf_counter()
+    for i in range(0, len(vectors), BLOCK):
+        _ = vectors[i:i + BLOCK] @ vectors.T
+    return time.perf_counter() - started
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples) * 1000, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    n = args.articles
+    clusters = max(n // 40, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        data = records(n, clusters)
+        started = time.perf_counter()
+        report = build_index(index, data, embedder=ClusteredEmbedder(clusters))
+        build_seconds = time.perf_counter() - started
+        del data
+
+        started = time.perf_counter()
+        rec = Recommender.open(index)
+        open_seconds = time.perf_counter() - started
+        vectors = np.load(index / "versions" / rec.version / "vectors.npy")
+        product = plain_product_seconds(vectors)
+        del vectors
+
+        rng = np.random.default_rng(7)
+        ids = rec.ids()
+        sample = [ids[i] for i in rng.integers(0, len(ids), args.queries)]
+        for article_id in sample[:50]:  # warm-up: lazy loads, caches
+            rec.page(article_id)
+        timings: dict[str, list[float]] = {"related": [], "page": []}
+        for article_id in sample:
+            t0 = time.perf_counter()
+            rec.related(article_id, slot="you_may_also_like")
+            t1 = time.perf_counter()
+            rec.page(article_id)
+            t2 = time.perf_counter()
+            timings["related"].append(t1 - t0)
+            timings["page"].append(t2 - t1)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(f"{n:,} synthetic articles, 384-d, {clusters:,} clusters; {args.queries:,} lookups")
+    print(f"build (all stages)              {build_seconds:8.1f} s")
+    print(f"  all-pairs top-50 precompute   {report.neighbours_seconds:8.1f} s")
+    print(f"  plain numpy product, same size{product:8.1f} s   "
+          f"(precompute / product = {report.neighbours_seconds / product:.2f})")
+    print(f"open                            {open_seconds * 1000:8.1f} ms")
+    for name, samples in timings.items():
+        print(f"{name + '()':<12} p50 {percentile_ms(samples, 50):6.3f} ms   "
+              f"p99 {percentile_ms(samples, 99):6.3f} ms")
+    print(f"peak resident memory            {rss_mb:8.0f} MB")
+    digest = hashlib.sha256(" ".join(sample[:10]).encode()).hexdigest()[:8]
+    print(f"(query sample {digest})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The precomputed candidate table agrees with exact search, before and after updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recommender import HashingEmbedder, Recommender, build_index
+from recommender.neighbours import compute_table, update_table
+from recommender.store import IndexDirectory, IndexVersion
+
+from .conftest import NOW
+
+
+def exact(vectors: np.ndarray, candidates: np.ndarray, n: int) -> list[dict[int, float]]:
+    scores = vectors @ vectors.T
+    out = []
+    for row in range(len(vectors)):
+        allowed = [c for c in np.argsort(-scores[row], kind="stable")
+                   if candidates[c] and c != row][:n]
+        out.append({int(c): float(scores[row, c]) for c in allowed})
+    return out
+
+
+def as_dicts(rows: np.ndarray, scores: np.ndarray) -> list[dict[int, float]]:
+    return [{int(r): float(s) for r, s in zip(rr, ss, strict=True) if r >= 0}
+            for rr, ss in zip(rows, scores, strict=True)]
+
+
+def random_unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_table_is_exact_top_n_among_candidates() -> None:
+    vectors = random_unit(300, 16, 0)
+    candidates = np.random.default_rng(1).random(300) > 0.2
+    rows, scores = compute_table(vectors, candidates, n=10)
+    got, want = as_dicts(rows, scores), exact(vectors, candidates, 10)
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for row in g:
+            assert g[row] == pytest.approx(w[row], abs=1e-5)
+    assert not (rows == np.arange(300)[:, None]).any()  # never itself
+
+
+def test_incremental_update_matches_a_full_recomputation() -> None:
+    vectors = random_unit(200, 16, 2)
+    candidates = np.ones(200, dtype=bool)
+    rows, scores = compute_table(vectors, candidates, n=8)
+    changed = np.array([3, 50, 199])
+    vectors[changed] = random_unit(3, 16, 3)
+    candidates[7] = False  # withdrawn: stays in old lists, filtered at query time
+    new_rows, new_scores = update_table(vectors, candidates, rows, scores, changed, n=8)
+    full_rows, full_scores = compute_table(vectors, candidates, n=8)
+    got, want = as_dicts(new_rows, new_scores), as_dicts(full_rows, full_scores)
+    for row in range(200):
+        g = {r: s for r, s in got[row].items() if r != 7}
+        w = want[row]
+        for r, s in g.items():  # every score is the current exact cosine
+            assert s == pytest.approx(float(vectors[row] @ vectors[r]), abs=1e-5)
+        # Entries of changed rows that fell out leave at most that many holes at the bottom:
+        # the strongest neighbours are always all there.
+        strongest = sorted(w, key=lambda r: -w[r])[:8 - len(changed) - 1]
+        assert set(strongest) <= set(g), row
+
+
+def fresh_and_updated(tmp_path: Path, records: list[dict[str, Any]],
+                      update: list[dict[str, Any]]) -> tuple[IndexVersion, IndexVersion, str]:
+    a, b = tmp_path / "incremental", tmp_path / "full"
+    build_index(a, records, embedder=HashingEmbedder(64))
+    report = build_index(a, update, embedder=HashingEmbedder(64), incremental=True)
+    merged = {r["id"]: r for r in records}
+    merged.update({r["id"]: r for r in update})
+    build_index(b, list(merged.values()), embedder=HashingEmbedder(64))
+    return (IndexVersion(IndexDirectory(a).current_path()),
+            IndexVersion(IndexDirectory(b).current_path()), report.neighbours_mode)
+
+
+def test_update_keeps_the_table_equal_to_a_fresh_build(tmp_path: Path,
+                                                       tiny_records: list[dict[str, Any]]
+                                                       ) -> None:
+    extra = [{"id": f"x{i}", "title": f"Filler story number {i}",
+              "body": f"unrelated filler words {i} " * 3} for i in range(40)]
+    records = tiny_records + extra
+    update = [{"id": "t20", "title": "Portmere bridge collapse divers cables harbour",
+               "body": "Portmere harbour bridge collapse divers cables."},
+              dict(tiny_records[6], body="Markets rallied after the bank paused."),
+              dict(tiny_records[2], status="deleted")]
+    incremental, full, mode = fresh_and_updated(tmp_path, records, update)
+    assert mode == "incremental"
+    inc_table, full_table = incremental.neighbour_table(), full.neighbour_table()
+    assert inc_table is not None and full_table is not None
+    for article_id in full.ids:
+        i, f = incremental.position[article_id], full.position[article_id]
+        got = {incremental.ids[r]: s for r, s in zip(*[t[i] for t in inc_table], strict=True)
+               if r >= 0 and incremental.columns.published[r]}
+        want = {full.ids[r]: s for r, s in zip(*[t[f] for t in full_table], strict=True)
+                if r >= 0}
+        top = sorted(want, key=lambda k: -want[k])[:5]
+        assert set(top) <= set(got), article_id
+        for key in top:
+            assert got[key] == pytest.approx(want[key], abs=1e-5)
+
+
+def test_lookups_read_the_table_and_agree_with_live_search(tiny_index: Path) -> None:
+    rec = Recommender.open(tiny_index, now=NOW)
+    live = rec._current()
+    for article_id in rec.ids():
+        source = live.version.position[article_id]
+        table = rec._candidates(live, source, 5)
+        search = rec._candidates(live, source, 11, precomputed=False)
+        published = live.version.columns.published[search.rows]
+        expected_rows = search.rows[published][:len(table.rows)]
+        expected_scores = search.semantic[published][:len(table.rows)]
+        assert np.allclose(table.semantic, expected_scores, atol=1e-5)
+        # the same articles, up to the order of exact ties
+        assert {(int(r), round(float(s), 4)) for r, s in zip(table.rows, table.semantic,
+                                                             strict=True)} == \
+            {(int(r), round(float(s), 4)) for r, s in zip(expected_rows, expected_scores,
+                                                          strict=True)} or \
+            np.unique(np.round(expected_scores, 4)).size < len(expected_scores)
