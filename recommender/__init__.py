@@ -12,6 +12,7 @@ from .embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, l
 from .errors import (
     ArticleNotFound,
     ConfigError,
+    DatasetError,
     IndexCorrupt,
     IndexLocked,
     IndexNotFound,
@@ -27,7 +28,8 @@ from .recommender import Recommender
 from .samples import sample_corpus_path
 
 __all__ = [
-    "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "Embedder",
+    "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "DatasetError",
+    "Embedder",
     "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
     "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",

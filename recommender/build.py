@@ -19,7 +19,14 @@ from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch
 from .lexical import fit_lexical, write_lexical
-from .neighbours import DEFAULT_N, compute_table, renumber, update_table, write_table
+from .neighbours import (
+    DEFAULT_N,
+    compute_table,
+    lexical_table,
+    renumber,
+    update_table,
+    write_table,
+)
 from .store import (
     IndexDirectory,
     IndexVersion,
@@ -144,12 +151,13 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             write_vectors(tmp, vectors)
             columns = build_columns(articles)
             write_columns(tmp, columns)
-            write_lexical(tmp, fit_lexical(articles))
+            lexical = fit_lexical(articles)
+            write_lexical(tmp, lexical)
             table_started = time.perf_counter()
             rows, scores, report.neighbours_mode = _neighbour_table(
                 previous if reusable else None, articles, vectors, columns.published,
                 set(to_embed), neighbours)
-            write_table(tmp, rows, scores)
+            write_table(tmp, rows, scores, lexical_table(lexical, rows))
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             extra: dict[str, Any] = {}
             report.total = len(articles)
@@ -233,7 +241,7 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
                      ) -> tuple[np.ndarray, np.ndarray, str]:
     """The candidate table of the new version: merged into the previous one when few rows
     changed, else computed in full."""
-    old = previous.neighbour_table() if previous is not None else None
+    old = previous.neighbour_table() if previous is not None else None  # (rows, scores, _)
     if old is None or old[0].shape[1] != n:
         rows, scores = compute_table(vectors, published, n)
         return rows, scores, "full"

@@ -41,6 +41,19 @@ def read_lexical(directory: Path) -> sp.csr_matrix:
     return sp.csr_matrix(sp.load_npz(directory / FILE))
 
 
+def pair_scores(matrix: sp.csr_matrix, first: np.ndarray, second: np.ndarray,
+                chunk: int = 50_000) -> np.ndarray:
+    """TF-IDF cosine of each pair (first[i], second[i]), in chunks of row-wise products."""
+    out = np.zeros(len(first), dtype=np.float32)
+    if matrix.shape[1] == 0:
+        return out
+    for start in range(0, len(first), chunk):
+        a = matrix[first[start:start + chunk]]
+        b = matrix[second[start:start + chunk]]
+        out[start:start + chunk] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
+    return out
+
+
 def lexical_scores(matrix: sp.csr_matrix, source: int, rows: np.ndarray) -> np.ndarray:
     """TF-IDF cosine between article `source` and each of `rows`."""
     if len(rows) == 0 or matrix.shape[1] == 0:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .lexical import pair_scores
+
 ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
+LEXICAL_FILE = "neighbour_lexical.npy"
 DEFAULT_N = 50
 BLOCK = 1024  # query rows per product: 1024 x 100k float32 = 400 MB of scores
 
@@ -120,15 +124,30 @@ def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
     return rows, scores
 
 
-def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray) -> None:
+def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:
+    """TF-IDF cosine for every (article, candidate) entry of a table (0 for padding)."""
+    valid = rows >= 0
+    sources = np.broadcast_to(np.arange(len(rows))[:, None], rows.shape)[valid]
+    out = np.zeros(rows.shape, dtype=np.float32)
+    out[valid] = pair_scores(matrix, sources, rows[valid].astype(np.int64))
+    return out
+
+
+def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
+                lexical: np.ndarray) -> None:
     np.save(directory / ROWS_FILE, rows.astype(np.int32))
     np.save(directory / SCORES_FILE, scores.astype(np.float32))
+    np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
 
 
-def read_table(directory: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """Memory-mapped table, or None for an index built without one."""
+Table = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def read_table(directory: Path) -> Table | None:
+    """Memory-mapped table (candidate rows, cosines, TF-IDF cosines), or None for an index
+    built without one."""
     if not (directory / ROWS_FILE).is_file():
         return None
-    rows = np.load(directory / ROWS_FILE, mmap_mode="r", allow_pickle=False)
-    scores = np.load(directory / SCORES_FILE, mmap_mode="r", allow_pickle=False)
-    return rows, scores
+    rows, scores, lexical = (np.load(directory / name, mmap_mode="r", allow_pickle=False)
+                             for name in (ROWS_FILE, SCORES_FILE, LEXICAL_FILE))
+    return rows, scores, lexical

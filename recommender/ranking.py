@@ -54,6 +54,25 @@ class Recommendation:
         }
 
 
+SCORE_PARTS = ("relevance", "semantic", "lexical", "tags", "section", "freshness")
+
+
+def explain_reason(reason: dict[str, Any]) -> str:
+    """Why a link is there, in one line: flags (pinned, fallback) first, then the score parts,
+    then what it stands for."""
+    parts = [f"{name} {reason[name]:.2f}" for name in SCORE_PARTS if name in reason]
+    if "fallback" in reason:
+        parts.insert(0, f"fallback ({reason['fallback']})")
+    if reason.get("pinned"):
+        until = reason.get("pinned_until")
+        parts.insert(0, "pinned" + (f" until {until}" if until else ""))
+    if reason.get("other_language"):
+        parts.append("other language")
+    if reason.get("story_collapsed_from"):
+        parts.append("stands for " + ", ".join(reason["story_collapsed_from"]))
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Relevance candidates of one source: rows with their semantic and lexical scores."""
@@ -410,6 +429,9 @@ class Ranker:
     def _fallback(self, policy: SlotPolicy, source: int, chosen: list[Pick],
                   shown: Sequence[int], excluded: set[int], now_ts: float, needed: int
                   ) -> list[Pick]:
+        """Recent articles, same section first, then site-wide, passing the slot's filters.
+        A fallback link is never a copy or translation of the source, and never repeats a
+        story already on the page (the source's own story included, once represented)."""
         cols = self.columns
         recent = self.recent_rows()
         recent = recent[cols.timestamp[recent] <= now_ts]  # nothing dated in the future
@@ -420,46 +442,43 @@ class Ranker:
             tiers.append(("section", recent[cols.section[recent] == src_section]))
         tiers.append(("site", recent))
         out: list[Pick] = []
-        picked_rows = [*shown, *(p.row for p in chosen)]
-        source_taken = self._story_taken(source, picked_rows)
+        on_page = [*shown, *(p.row for p in chosen)]
+        source_taken = self._story_taken(source, on_page)
         for label, tier_rows in tiers:
             for start in range(0, len(tier_rows), 64):
                 block = tier_rows[start:start + 64]
-                block = block[~np.isin(block, np.fromiter(taken, dtype=np.int64))] \
-                    if taken else block
+                if taken:
+                    block = block[~np.isin(block, np.fromiter(taken, dtype=np.int64))]
                 block = block[self._filters(policy, block) &
                               self._in_time(policy, source, block, now_ts)]
                 if policy.languages != "any":
                     block = block[~self._other_language(source, block)]
-                for row in block:
-                    row = int(row)
-                    if self._fallback_conflicts(row, source, picked_rows, source_taken):
+                if not len(block):
+                    continue
+                anchors = np.asarray([source, *on_page], dtype=np.int64)
+                vectors = np.asarray(self.vectors[block], dtype=np.float32)
+                cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[anchors],
+                                                           dtype=np.float32), vectors)
+                same, translation = self._relation(anchors[:, None], block[None, :], cosine)
+                conflict = self._duplicate(source, block, cosine[0]) | translation[0] | \
+                    same[1:].any(axis=0) | (same[0] & source_taken)
+                within, _ = self._relation(block[:, None], block[None, :],
+                                           np.einsum("ik,jk->ij", vectors, vectors))
+                for j in range(len(block)):
+                    if conflict[j]:
                         continue
-                    semantic = float(np.dot(self.vectors[row], self.vectors[source]))
-                    out.append(Pick(row, semantic, {"fallback": label,
-                                                    "semantic": _r(semantic)}))
-                    picked_rows.append(row)
+                    row = int(block[j])
+                    out.append(Pick(row, float(cosine[0, j]),
+                                    {"fallback": label, "semantic": _r(cosine[0, j])}))
+                    on_page.append(row)
                     taken.add(row)
-                    source_taken = source_taken or self._story_taken(source, [row])
+                    conflict |= within[j]
+                    if same[0, j]:  # the source's story is now on the page
+                        source_taken = True
+                        conflict |= same[0]
                     if len(out) == needed:
                         return out
-                if len(out) == needed:
-                    return out
         return out
-
-    def _fallback_conflicts(self, row: int, source: int, picked: list[int],
-                            source_taken: bool) -> bool:
-        """A fallback link must not be a copy or translation of the source, nor repeat a story
-        already on the page (the source's own story included, once it is represented)."""
-        others = np.asarray([source, *picked], dtype=np.int64)
-        cosine = np.asarray(self.vectors[others], dtype=np.float32) @ \
-            np.asarray(self.vectors[row], dtype=np.float32)
-        if self._duplicate(source, np.array([row]), cosine[:1])[0]:
-            return True
-        same = self._same_story_as(row, others, cosine)
-        if same[0] and (source_taken or self._other_language(source, np.array([row]))[0]):
-            return True
-        return bool(same[1:].any())
 
 
 def _r(value: Any) -> float:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .articles import Article
+from .articles import Article, parse_datetime
 from .config import PAGE_ORDER, Config, SlotPolicy, load_config
 from .embedding import Embedder, check_model
-from .errors import ArticleNotFound, IndexCorrupt, ModelMismatch, UnknownSlot
+from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
 from .lexical import lexical_scores
 from .overrides import Overrides, OverridesFile
 from .ranking import Candidates, Pick, Ranker, Recommendation
@@ -70,6 +70,8 @@ class Recommender:
         model: if given, must be the model the index was built with (else ModelMismatch).
         config: a Config, or a TOML path; default: $RECOMMENDER_CONFIG, then
         `<path>/recommender.toml`, then built-in defaults.
+        now: the clock freshness is computed against; default $RECOMMENDER_NOW (ISO 8601),
+        else the real time.
         """
         directory = IndexDirectory(path)
         version = IndexVersion(directory.current_path())
@@ -84,6 +86,12 @@ class Recommender:
                 check_model(manifest.model, manifest.dimension, model)
         if not isinstance(config, Config):
             config = load_config(path, config)
+        if now is None and os.environ.get("RECOMMENDER_NOW"):
+            # A fixed clock for reproducible renders and evaluations.
+            try:
+                now = parse_datetime(os.environ["RECOMMENDER_NOW"], "RECOMMENDER_NOW")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         return cls(directory, version, config=config, reload_interval=reload_interval,
                    now=now)
 
@@ -178,11 +186,11 @@ class Recommender:
         version, anchor = live.version, live.ranker.anchor(source)
         table = version.neighbour_table() if precomputed else None
         if table is not None and table[0].shape[1] >= n:
-            rows, scores = table[0][anchor], table[1][anchor]
+            rows = np.asarray(table[0][anchor])
             keep = (rows >= 0) & (rows != source)
-            found = rows[keep][:n].astype(np.int64)
-            semantic = np.asarray(scores[keep][:n], dtype=np.float32)
-            return Candidates(found, semantic, lexical_scores(version.lexical(), anchor, found))
+            return Candidates(rows[keep][:n].astype(np.int64),
+                              np.asarray(table[1][anchor][keep][:n], dtype=np.float32),
+                              np.asarray(table[2][anchor][keep][:n], dtype=np.float32))
         scores, rows = version.search(version.vectors[anchor], n + 2)
         keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)
         found = rows[0][keep].astype(np.int64)[:n]
@@ -190,13 +198,14 @@ class Recommender:
         return Candidates(found, semantic, lexical_scores(version.lexical(), anchor, found))
 
     def _results(self, version: IndexVersion, picks: list[Pick]) -> list[Recommendation]:
-        articles = version.articles_at(p.row for p in picks)
+        rows = version.summaries_at(p.row for p in picks)
         out = []
         for pick in picks:
-            a = articles[pick.row]
-            out.append(Recommendation(id=a.id, title=a.title, url=a.url, score=pick.score,
-                                      reason=pick.reason, published_at=a.published_at,
-                                      section=a.section, status=a.status))
+            article_id, title, url, published_at, section, status = rows[pick.row]
+            out.append(Recommendation(
+                id=article_id, title=title, url=url, score=pick.score, reason=pick.reason,
+                published_at=datetime.fromisoformat(published_at) if published_at else None,
+                section=section, status=status))
         return out
 
     def similar(self, article_id: str, k: int = 10) -> list[Recommendation]:
@@ -239,6 +248,24 @@ class Recommender:
             shown.extend(p.row for p in picks)
             out[policy.name] = self._results(version, picks)
         return out
+
+    def pair_relevance(self, first: str, second: str) -> float:
+        """The fused relevance score of two articles (what `similar` ranks by)."""
+        live = self._current()
+        a, b = self._position(live.version, first), self._position(live.version, second)
+        anchor = live.ranker.anchor(a)
+        rows = np.array([b], dtype=np.int64)
+        semantic = np.asarray(live.version.vectors[rows] @ live.version.vectors[anchor],
+                              dtype=np.float32)
+        candidates = Candidates(rows, semantic,
+                                lexical_scores(live.version.lexical(), anchor, rows))
+        score, _ = live.ranker.relevance(anchor, candidates)
+        return float(score[0])
+
+    def snapshot(self) -> IndexVersion:
+        """The version currently served, read-only: ids, vectors, columns, lexical matrix.
+        For analysis (evaluation, notebooks); it does not follow later publishes."""
+        return self._current().version
 
     def info(self) -> dict[str, Any]:
         live = self._current()

@@ -40,10 +40,10 @@ import numpy as np
 
 from .articles import Article, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound
-from .neighbours import read_table
+from .neighbours import Table, read_table
 from .text import normalised_title
 
-FORMAT_VERSION = 2  # 2: columns, lexical scores
+FORMAT_VERSION = 3  # 2: columns, lexical scores; 3: precomputed candidate table
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 
 _SCHEMA = """
@@ -408,8 +408,8 @@ class IndexVersion:
         self._faiss_file.close()
         self._lexical_file.close()
 
-    def neighbour_table(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The precomputed candidates (rows, cosines), memory-mapped; None if absent."""
+    def neighbour_table(self) -> Table | None:
+        """The precomputed candidates (rows, cosines, TF-IDF cosines), memory-mapped."""
         return self._table
 
     def lexical(self) -> Any:
@@ -439,6 +439,17 @@ class IndexVersion:
         rows = self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE pos IN "
                           f"({','.join('?' * len(wanted))})", wanted)
         return {row[0]: article_from_row(row) for row in rows}
+
+    def summaries_at(self, positions: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+        """(id, title, url, published_at, section, status) per row: what a result shows,
+        without decoding whole articles (the serving path)."""
+        wanted = [int(p) for p in positions]
+        if not wanted:
+            return {}
+        rows = self.query("SELECT pos, id, title, url, published_at, section, status "
+                          f"FROM articles WHERE pos IN ({','.join('?' * len(wanted))})",
+                          wanted)
+        return {row[0]: row[1:] for row in rows}
 
     def content_hashes(self) -> dict[str, tuple[int, str]]:
         """id -> (row, content hash), for reusing vectors in the next build."""

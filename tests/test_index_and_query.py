@@ -27,7 +27,7 @@ def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Pat
     manifest = json.loads((live / "manifest.json").read_text())
     assert manifest["model"] == "hashing:64" and manifest["dimension"] == 64
     assert manifest["count"] == 12 and manifest["metric"] == "inner_product"
-    assert manifest["format_version"] == 2 and manifest["index_type"] == "flat"
+    assert manifest["format_version"] == 3 and manifest["index_type"] == "flat"
     assert manifest["built_at"].endswith("Z")
     assert np.load(live / "vectors.npy").shape == (12, 64)
     assert (live / "index.faiss").stat().st_size > 0

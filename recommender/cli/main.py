@@ -76,9 +76,17 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import editorial_commands, index_commands, query_commands
+    from . import (
+        dataset_commands,
+        editorial_commands,
+        evaluation_commands,
+        index_commands,
+        query_commands,
+        render_commands,
+    )
 
-    for module in (index_commands, query_commands, editorial_commands):
+    for module in (index_commands, query_commands, editorial_commands, render_commands,
+                   evaluation_commands, dataset_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

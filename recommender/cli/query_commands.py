@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..build import build_index
-from ..ranking import Recommendation
+from ..ranking import Recommendation, explain_reason
 from ..recommender import Recommender
 from ..samples import sample_corpus_path
 from .index_commands import progress_bar
@@ -23,24 +22,6 @@ from .main import (
 )
 
 
-def explain(reason: dict[str, Any]) -> str:
-    """The reason of one result, readably: score parts first, then flags."""
-    parts = [f"{name} {reason[name]:.2f}" for name in SCORE_PARTS if name in reason]
-    if "fallback" in reason:
-        parts.insert(0, f"fallback ({reason['fallback']})")
-    if reason.get("pinned"):
-        until = reason.get("pinned_until")
-        parts.insert(0, "pinned" + (f" until {until}" if until else ""))
-    if reason.get("other_language"):
-        parts.append("other language")
-    if reason.get("story_collapsed_from"):
-        parts.append("stands for " + ", ".join(reason["story_collapsed_from"]))
-    return "; ".join(parts)
-
-
-SCORE_PARTS = ("relevance", "semantic", "lexical", "tags", "section", "freshness")
-
-
 def format_results(results: Sequence[Recommendation], show_reasons: bool = False) -> str:
     if not results:
         return "  (nothing clears the bar)"
@@ -51,7 +32,7 @@ def format_results(results: Sequence[Recommendation], show_reasons: bool = False
             " [fallback]" if "fallback" in r.reason else ""
         lines.append(f"  {rank}. {r.score:.2f}  {r.title}  [{r.id}, {date}]{flag}")
         if show_reasons:
-            lines.append(f"       why: {explain(r.reason)}")
+            lines.append(f"       why: {explain_reason(r.reason)}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,1 @@
+"""Template integrations (Jinja2, Django): slot helpers that open lazily and never raise."""

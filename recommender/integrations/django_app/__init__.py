@@ -1,0 +1,1 @@
+"""The Django app that carries the `recommender` template tag library."""

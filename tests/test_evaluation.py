@@ -1,0 +1,118 @@
+"""Evaluation metrics against hand-computed values, and the evaluate command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recommender import Recommender
+from recommender.cli import main
+from recommender.evaluation import (
+    FieldLabels,
+    Judgments,
+    average_precision_at_k,
+    correlation,
+    evaluate,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    reciprocal_rank,
+)
+
+# A ranked list of 5 with relevant documents at ranks 1, 3 and 4; 4 relevant exist in all.
+GRADES = [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_precision_recall_mrr_map_by_hand() -> None:
+    assert precision_at_k(GRADES, 5) == pytest.approx(3 / 5)
+    assert precision_at_k(GRADES, 2) == pytest.approx(1 / 2)
+    assert recall_at_k(GRADES, 5, relevant=4) == pytest.approx(3 / 4)
+    assert reciprocal_rank([0.0, 0.0, 1.0]) == pytest.approx(1 / 3)
+    assert reciprocal_rank([0.0, 0.0]) == 0.0
+    # AP@5 = (1/1 + 2/3 + 3/4) / min(4, 5)
+    assert average_precision_at_k(GRADES, 5, relevant=4) == pytest.approx(
+        (1 + 2 / 3 + 3 / 4) / 4)
+
+
+def test_ndcg_by_hand() -> None:
+    dcg = 1 / math.log2(2) + 1 / math.log2(4) + 1 / math.log2(5)
+    ideal = 1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)
+    # one relevant document was not retrieved
+    assert ndcg_at_k(GRADES, [1.0], 5) == pytest.approx(dcg / ideal)
+    graded = ndcg_at_k([3.0, 0.0, 1.0], [2.0], 3)
+    dcg = 3 / math.log2(2) + 1 / math.log2(4)
+    ideal = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert graded == pytest.approx(dcg / ideal)
+    assert ndcg_at_k([0.0, 0.0], [], 2) == 0.0
+
+
+def test_correlations_match_scipy_definitions() -> None:
+    result = correlation([0.1, 0.4, 0.35, 0.8], [1, 2, 3, 4])
+    assert result["spearman"] == pytest.approx(0.8)
+    # deviations x: -.3125 -.0125 -.0625 .3875, y: -1.5 -.5 .5 1.5
+    # r = 1.025 / sqrt(0.251875 * 5)
+    assert result["pearson"] == pytest.approx(1.025 / math.sqrt(0.251875 * 5), abs=1e-6)
+
+
+def test_baselines_and_the_recommender_side_by_side(tiny_index: Path) -> None:
+    rec = Recommender.open(tiny_index)
+    labels = FieldLabels("section", rec)
+    result = evaluate(rec, labels, k=3)
+    assert set(result.systems) == {"recommender", "random", "recent", "tfidf", "dense"}
+    for name, metrics in result.systems.items():
+        assert {"precision@3", "ndcg@3", "recall@3", "mrr", "map@3", "coverage",
+                "orphan_rate", "self_rate", "duplicate_rate", "leak_rate",
+                "cross_language_rate", "intra_list_diversity"} <= set(metrics), name
+        assert metrics["self_rate"] == 0.0 and metrics["leak_rate"] == 0.0, name
+    # every article here is in section "world": every shown link is relevant
+    assert result.systems["dense"]["precision@3"] == pytest.approx(1.0)
+
+
+def test_judgments_file(tmp_path: Path, tiny_index: Path) -> None:
+    path = tmp_path / "judgments.jsonl"
+    path.write_text("\n".join(json.dumps(j) for j in [
+        {"query": "t01", "doc": "t02", "grade": 3}, {"query": "t01", "doc": "t03", "grade": 1},
+        {"query": "t06", "doc": "t07", "grade": 2}]) + "\n")
+    judgments = Judgments(path)
+    assert judgments.queries() == ["t01", "t06"] and judgments.grade("t01", "t02") == 3.0
+    result = evaluate(Recommender.open(tiny_index), judgments, k=2,
+                      systems=("dense", "random"))
+    assert result.systems["dense"]["ndcg@2"] > result.systems["random"]["ndcg@2"]
+
+
+def test_cli_evaluate_json_table_report_and_churn(tmp_path: Path, tiny_index: Path,
+                                                  tiny_jsonl: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(main, ["evaluate", "--index", str(tiny_index), "--label-field",
+                               "section", "-k", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert set(data["systems"]) == {"recommender", "random", "recent", "tfidf", "dense"}
+    assert "precision@3" in data["systems"]["tfidf"]
+    table = runner.invoke(main, ["evaluate", "--index", str(tiny_index), "--label-field",
+                                 "section", "-k", "3", "--report", str(tmp_path / "report"),
+                                 "--compare", str(tiny_index)])
+    assert table.exit_code == 0 and "precision@3" in table.stdout and "churn" in table.stdout
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "<table>" in html and "metric_vs_k.png" in html
+    assert (tmp_path / "report" / "metric_vs_k.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "distributions.png").stat().st_size > 1000
+    both = runner.invoke(main, ["evaluate", "--index", str(tiny_index)])
+    assert both.exit_code == 2 and "exactly one of" in both.stderr
+
+
+def test_cli_ratings_correlation(tmp_path: Path, tiny_index: Path) -> None:
+    path = tmp_path / "ratings.jsonl"
+    pairs = [("t01", "t02", 5), ("t01", "t03", 4), ("t01", "t06", 1), ("t06", "t07", 5),
+             ("t09", "t11", 1), ("t06", "t11", 0)]
+    path.write_text("\n".join(json.dumps({"a": a, "b": b, "rating": r})
+                              for a, b, r in pairs) + "\n")
+    out = CliRunner().invoke(main, ["evaluate", "--index", str(tiny_index), "--ratings",
+                                    str(path), "--json"])
+    data = json.loads(out.stdout)["systems"]
+    assert set(data) == {"recommender", "tfidf", "dense"}
+    assert data["dense"]["spearman"] > 0.5 and data["dense"]["pairs"] == 6
