@@ -328,9 +328,10 @@ def _clean(value: float) -> float | None:
 def evaluate(rec: Recommender, labels: Labels, *, k: int = 10, slot: str = "you_may_also_like",
              systems: Iterable[str] = ("recommender", *BASELINES), queries: int | None = None,
              seed: int = 0, compare: Recommender | None = None, label_name: str = "labels",
-             ) -> EvaluationResult:
+             extra: Mapping[str, System] | None = None) -> EvaluationResult:
     """Run every system on the same queries; relevance metrics at k (and curves for 1..k),
-    list-health metrics of the lists as served."""
+    list-health metrics of the lists as served. `extra`: more systems, by name (a notebook's
+    own variant, say)."""
     query_ids = [q for q in labels.queries() if q in rec]
     if queries is not None and queries < len(query_ids):
         rng = np.random.default_rng(seed)
@@ -341,6 +342,7 @@ def evaluate(rec: Recommender, labels: Labels, *, k: int = 10, slot: str = "you_
     runners: dict[str, System] = {
         name: system_recommender(rec, slot) if name == "recommender" else
         baseline(name, rec, seed) for name in systems}
+    runners.update(extra or {})
     other_lists = None
     if compare is not None:
         run_other = system_recommender(compare, slot)

@@ -340,6 +340,12 @@ class Ranker:
             value[~remaining] = -np.inf
             value[tier != tier[remaining].min()] = -np.inf
             j = int(np.argmax(value))
+            if policy.one_per_story and policy.story_representative == "latest":
+                # The story's latest development stands for it (undated members last).
+                members = np.flatnonzero((cand_story == cand_story[j]) & remaining &
+                                         (tier == tier[j]))
+                dates = np.nan_to_num(self.columns.timestamp[cand_rows[members]], nan=-np.inf)
+                j = int(members[np.argmax(dates)])
             remaining[j] = False
             pick = Pick(int(cand_rows[j]), float(base[j]), {})
             if policy.one_per_story:

@@ -58,7 +58,8 @@ def test_similar_scores_fuse_exact_cosine_and_tfidf_and_never_self(tiny_index: P
         assert r.reason["semantic"] == pytest.approx(float(exact[i]), abs=1e-4)
         assert r.reason["lexical"] == pytest.approx(float(lexical[i]), abs=1e-4)
         assert r.score == pytest.approx(weights.semantic_weight * exact[i] +
-                                        weights.lexical_weight * lexical[i], abs=1e-4)
+                                        weights.lexical_weight * lexical[i] +
+                                        weights.tag_weight * r.reason["tags"], abs=1e-4)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
     # the raw ranking shows every status, and says which
     assert {r.id for r in results} >= HIDDEN
