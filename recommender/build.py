@@ -59,7 +59,7 @@ class BuildReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     neighbours_seconds: float = 0.0
-    neighbours_mode: str = ""      # "full" or "incremental"
+    neighbours_mode: str = ""      # "full (numpy|faiss)" or "incremental"
     problems: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,8 +243,8 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
     changed, else computed in full."""
     old = previous.neighbour_table() if previous is not None else None  # (rows, scores, _)
     if old is None or old[0].shape[1] != n:
-        rows, scores = compute_table(vectors, published, n)
-        return rows, scores, "full"
+        rows, scores, method = compute_table(vectors, published, n)
+        return rows, scores, f"full ({method})"
     old_published = previous.columns.published if previous is not None else None
     assert previous is not None and old_published is not None
     new_row = {a.id: i for i, a in enumerate(articles)}
@@ -256,8 +256,8 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
     changed = np.array(sorted(embedded | set(np.flatnonzero(published & ~was_published)
                                              .tolist())), dtype=np.int64)
     if len(changed) > INCREMENTAL_LIMIT * max(len(articles), 1):
-        rows, scores = compute_table(vectors, published, n)
-        return rows, scores, "full"
+        rows, scores, method = compute_table(vectors, published, n)
+        return rows, scores, f"full ({method})"
     carried = renumber(old[0], old[1], mapping, len(articles))
     rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)
     return rows, scores, "incremental"

@@ -6,7 +6,8 @@ served, and baselines run side by side on the same index.
 
 Systems are functions `(article_id, k) -> [(id, score), ...]`. The baselines are what sites
 use today: `random`, `recent` (newest first), `tfidf` (the classic related-posts plugin) and
-`dense` (embedding cosine only); `recommender` is the project's full slot policy.
+`dense` (embedding cosine only); `recommender` is the project's full slot policy and
+`relevance` its fused relevance ranking before the policy.
 """
 
 from __future__ import annotations
@@ -179,8 +180,18 @@ def correlation(scores: Sequence[float], ratings: Sequence[float]) -> dict[str, 
 
 
 def system_recommender(rec: Recommender, slot: str) -> System:
+    """The project's full slot policy."""
     def run(article_id: str, k: int) -> Ranked:
         return [(r.id, r.score) for r in rec.related(article_id, slot=slot, k=k)]
+    return run
+
+
+def system_relevance(rec: Recommender) -> System:
+    """The project's fused relevance ranking alone (published articles, no slot policy): tells
+    how much of a difference comes from the ranking and how much from the policy."""
+    def run(article_id: str, k: int) -> Ranked:
+        return [(r.id, r.score) for r in rec.similar(article_id, k=k + 20)
+                if r.status == "published"][:k]
     return run
 
 
@@ -326,7 +337,8 @@ def _clean(value: float) -> float | None:
 
 
 def evaluate(rec: Recommender, labels: Labels, *, k: int = 10, slot: str = "you_may_also_like",
-             systems: Iterable[str] = ("recommender", *BASELINES), queries: int | None = None,
+             systems: Iterable[str] = ("recommender", "relevance", *BASELINES),
+             queries: int | None = None,
              seed: int = 0, compare: Recommender | None = None, label_name: str = "labels",
              extra: Mapping[str, System] | None = None) -> EvaluationResult:
     """Run every system on the same queries; relevance metrics at k (and curves for 1..k),
@@ -341,6 +353,7 @@ def evaluate(rec: Recommender, labels: Labels, *, k: int = 10, slot: str = "you_
     result = EvaluationResult(k=k, queries=len(query_ids), labels=label_name)
     runners: dict[str, System] = {
         name: system_recommender(rec, slot) if name == "recommender" else
+        system_relevance(rec) if name == "relevance" else
         baseline(name, rec, seed) for name in systems}
     runners.update(extra or {})
     other_lists = None

@@ -1,15 +1,16 @@
 """Precomputed relevance candidates: for every article, its N nearest published articles by
 cosine, computed at build time in batched matrix products, so a page lookup is a read.
 
-Exact search in blocks: numpy's BLAS for the products (on this project's machines it beat the
-OpenBLAS bundled with faiss-cpu, see scripts/bench_related.py) and torch.topk for the
-selection (numpy's argpartition is ~25x slower on 100k-wide rows). An update recomputes the
-rows of changed articles and merges them into everyone else's lists, so the newest article
-enters older articles' lists without a full pass.
+Exact search in blocks of 1,024 queries, by numpy's BLAS plus torch.topk (numpy's
+argpartition is ~25x slower on 100k-wide rows) or by faiss.knn, whichever the first blocks
+measure faster on this machine. An update recomputes the rows of changed articles and merges
+them into everyone else's lists, so the newest article enters older articles' lists without a
+full pass.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,46 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return values.numpy(), indices.numpy()
 
 
+def _block_numpy(queries: np.ndarray, cand_vectors: np.ndarray, own: np.ndarray, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's BLAS for the product, torch.topk for the selection."""
+    scores = queries @ cand_vectors.T
+    mine = own >= 0  # a row is never its own candidate
+    scores[np.flatnonzero(mine), own[mine]] = -np.inf
+    return _topk(scores, width)
+
+
+def _block_faiss(queries: np.ndarray, cand_vectors: np.ndarray, own: np.ndarray, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.knn: product and selection fused, one extra neighbour to drop the row itself."""
+    import faiss
+
+    k = min(width + 1, len(cand_vectors))
+    values, columns = faiss.knn(queries, cand_vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    values = np.where(columns == own[:, None], -np.inf, values).astype(np.float32)
+    order = np.argsort(-values, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
+
+
+BlockSearch = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+BLOCK_SEARCHES: dict[str, BlockSearch] = {"numpy": _block_numpy, "faiss": _block_faiss}
+
+
 def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_N,
                   queries: np.ndarray | None = None,
-                  progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n candidate rows (int32, -1 padded) and cosines (float32) for each query row.
+                  progress: ProgressCallback | None = None, method: str = "auto"
+                  ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Top-n candidate rows (int32, -1 padded) and cosines (float32) for each query row, and
+    the method that computed them.
 
     vectors: (rows, d) unit vectors; candidates: bool mask of rows that may be recommended
     (published); queries: the rows to compute (default: all). A row is never its own
     candidate.
+
+    method "auto" times the first block with each of numpy and faiss and runs the rest with the
+    faster: which BLAS wins depends on the machine (faiss-cpu bundles an OpenBLAS whose kernels
+    are old on recent CPUs, and OPENBLAS_CORETYPE settings slow numpy's), so it is measured,
+    not assumed.
     """
     total = len(vectors)
     query_rows = np.arange(total) if queries is None else np.asarray(queries, dtype=np.int64)
@@ -51,24 +84,34 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
     out_rows = np.full((len(query_rows), n), -1, dtype=np.int32)
     out_scores = np.zeros((len(query_rows), n), dtype=np.float32)
     if len(cand_rows) == 0 or len(query_rows) == 0:
-        return out_rows, out_scores
+        return out_rows, out_scores, "none"
     cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     column_of = np.full(total, -1, dtype=np.int64)
     column_of[cand_rows] = np.arange(len(cand_rows))
     width = min(n, len(cand_rows))
+    chosen = method if method != "auto" else None
+    timings: dict[str, float] = {}
     for start in range(0, len(query_rows), BLOCK):
         block = query_rows[start:start + BLOCK]
-        scores = np.asarray(vectors[block], dtype=np.float32) @ cand_vectors.T
-        own = column_of[block]  # a row is never its own candidate
-        is_candidate = own >= 0
-        scores[np.flatnonzero(is_candidate), own[is_candidate]] = -np.inf
-        values, columns = _topk(scores, width)
+        if chosen is None:  # calibrate: one block each way, then the faster
+            if len(query_rows) <= 2 * BLOCK:
+                chosen = "numpy"
+            else:
+                name = "numpy" if "numpy" not in timings else "faiss"
+                if "faiss" in timings:
+                    chosen = min(timings, key=lambda m: timings[m])
+        name = chosen or name
+        started = time.perf_counter()
+        values, columns = BLOCK_SEARCHES[name](
+            np.ascontiguousarray(vectors[block], dtype=np.float32), cand_vectors,
+            column_of[block], width)
+        timings.setdefault(name, time.perf_counter() - started)
         found = np.isfinite(values)
         out_rows[start:start + len(block), :width] = np.where(found, cand_rows[columns], -1)
         out_scores[start:start + len(block), :width] = np.where(found, values, 0.0)
         if progress is not None:
             progress(min(start + BLOCK, len(query_rows)), len(query_rows))
-    return out_rows, out_scores
+    return out_rows, out_scores, chosen or "numpy"
 
 
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
@@ -84,7 +127,7 @@ def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     changed = np.unique(np.asarray(changed, dtype=np.int64))
     rows, scores = old_rows.copy(), old_scores.copy()
     if len(changed):
-        fresh_rows, fresh_scores = compute_table(vectors, candidates, n, queries=changed)
+        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, n, queries=changed)
         rows[changed], scores[changed] = fresh_rows, fresh_scores
     others = np.setdiff1d(np.arange(len(vectors)), changed)
     # Entries pointing at changed rows carry old scores: drop them, then merge the fresh ones.

@@ -37,14 +37,7 @@ def main() -> None:
                                 tag_weight=tags)
         rec = Recommender.open(args.index, config=dataclasses.replace(Config(),
                                                                       ranking=ranking))
-
-        def relevance(article_id: str, k: int, rec: Recommender = rec
-                      ) -> list[tuple[str, float]]:
-            return [(r.id, r.score) for r in rec.similar(article_id, k=k + 10)
-                    if r.status == "published"][:k]
-
-        result = evaluate(rec, labels, k=args.k, systems=(), queries=args.queries,
-                          extra={"relevance": relevance})
+        result = evaluate(rec, labels, k=args.k, systems=("relevance",), queries=args.queries)
         m = result.systems["relevance"]
         print(f"{semantic:8.2f} {lexical:8.2f} {tags:6.2f} {m[f'precision@{args.k}']:7.3f} "
               f"{m[f'ndcg@{args.k}']:7.3f} {m['mrr']:7.3f}")

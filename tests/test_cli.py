@@ -108,3 +108,17 @@ def test_every_configuration_key_is_documented_in_the_readme() -> None:
         for f in dataclasses.fields(cls):
             if f.name != "name":
                 assert f"`{f.name}`" in readme, f"{cls.__name__}.{f.name} is not in README.md"
+
+
+def test_the_readme_states_the_ranking_defaults_of_the_code() -> None:
+    import dataclasses
+
+    from recommender.config import DEFAULT_SLOTS, RankingConfig
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for f in dataclasses.fields(RankingConfig):
+        assert f"| `{f.name}` | {f.default:g} |" in readme, f.name
+    see_also, more = DEFAULT_SLOTS["see_also"], DEFAULT_SLOTS["you_may_also_like"]
+    assert f"| `min_score` | 0.25 | {see_also.min_score:g} | {more.min_score:g} |" in readme
+    assert (f"| `min_score_other_language` | 0.35 | {see_also.min_score_other_language:g} | "
+            f"{more.min_score_other_language:g} |") in readme

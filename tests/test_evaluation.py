@@ -62,7 +62,7 @@ def test_baselines_and_the_recommender_side_by_side(tiny_index: Path) -> None:
     rec = Recommender.open(tiny_index)
     labels = FieldLabels("section", rec)
     result = evaluate(rec, labels, k=3)
-    assert set(result.systems) == {"recommender", "random", "recent", "tfidf", "dense"}
+    assert set(result.systems) == {"recommender", "relevance", "random", "recent", "tfidf", "dense"}
     for name, metrics in result.systems.items():
         assert {"precision@3", "ndcg@3", "recall@3", "mrr", "map@3", "coverage",
                 "orphan_rate", "self_rate", "duplicate_rate", "leak_rate",
@@ -91,7 +91,8 @@ def test_cli_evaluate_json_table_report_and_churn(tmp_path: Path, tiny_index: Pa
                                "section", "-k", "3", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
-    assert set(data["systems"]) == {"recommender", "random", "recent", "tfidf", "dense"}
+    assert set(data["systems"]) == {"recommender", "relevance", "random", "recent", "tfidf",
+                                    "dense"}
     assert "precision@3" in data["systems"]["tfidf"]
     table = runner.invoke(main, ["evaluate", "--index", str(tiny_index), "--label-field",
                                  "section", "-k", "3", "--report", str(tmp_path / "report"),

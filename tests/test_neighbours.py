@@ -35,27 +35,29 @@ def random_unit(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_table_is_exact_top_n_among_candidates() -> None:
-    vectors = random_unit(300, 16, 0)
-    candidates = np.random.default_rng(1).random(300) > 0.2
-    rows, scores = compute_table(vectors, candidates, n=10)
+@pytest.mark.parametrize("method", ["numpy", "faiss", "auto"])
+def test_table_is_exact_top_n_among_candidates(method: str) -> None:
+    vectors = random_unit(3000, 16, 0)
+    candidates = np.random.default_rng(1).random(3000) > 0.2
+    rows, scores, used = compute_table(vectors, candidates, n=10, method=method)
+    assert used in ("numpy", "faiss") and (method == "auto" or used == method)
     got, want = as_dicts(rows, scores), exact(vectors, candidates, 10)
     for g, w in zip(got, want, strict=True):
         assert set(g) == set(w)
         for row in g:
             assert g[row] == pytest.approx(w[row], abs=1e-5)
-    assert not (rows == np.arange(300)[:, None]).any()  # never itself
+    assert not (rows == np.arange(3000)[:, None]).any()  # never itself
 
 
 def test_incremental_update_matches_a_full_recomputation() -> None:
     vectors = random_unit(200, 16, 2)
     candidates = np.ones(200, dtype=bool)
-    rows, scores = compute_table(vectors, candidates, n=8)
+    rows, scores, _ = compute_table(vectors, candidates, n=8)
     changed = np.array([3, 50, 199])
     vectors[changed] = random_unit(3, 16, 3)
     candidates[7] = False  # withdrawn: stays in old lists, filtered at query time
     new_rows, new_scores = update_table(vectors, candidates, rows, scores, changed, n=8)
-    full_rows, full_scores = compute_table(vectors, candidates, n=8)
+    full_rows, full_scores, _ = compute_table(vectors, candidates, n=8)
     got, want = as_dicts(new_rows, new_scores), as_dicts(full_rows, full_scores)
     for row in range(200):
         g = {r: s for r, s in got[row].items() if r != 7}

@@ -47,7 +47,8 @@ TABLE = ("precision@{k}", "ndcg@{k}", "recall@{k}", "mrr", "coverage", "duplicat
 def evaluate(index: str, label_field: str | None, judgments: str | None, ratings: str | None,
              k: int, slot: str, queries: int | None, seed: int, compare: str | None,
              report: str | None, config: str | None, as_json: bool) -> None:
-    """Measure the project's slot against baselines (random, recent, tfidf, dense) on labels."""
+    """Measure the project's slot (and its relevance ranking alone) against baselines
+    (random, recent, tfidf, dense) on labels."""
     chosen = [x for x in (label_field, judgments, ratings) if x]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --label-field, --judgments, --ratings")
@@ -80,7 +81,7 @@ def evaluate(index: str, label_field: str | None, judgments: str | None, ratings
     widths = [max(len(c), 6) + 2 for c in columns]
     click.echo(f"{'system':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths,
                                                                        strict=True)))
-    for name in ("recommender", *BASELINES):
+    for name in ("recommender", "relevance", *BASELINES):
         if name in outcome.systems:
             metrics = outcome.systems[name]
             cells = "".join(f"{_cell(metrics.get(c)):>{w}}" for c, w in zip(columns, widths,
