@@ -80,6 +80,23 @@ def records(n: int, clusters: int, seed: int = 1) -> list[dict[str, object]]:
     return out
 
 
+def block_seconds(vectors: np.ndarray) -> dict[str, float]:
+    """One block of the precompute by each method, on the same data (best of two)."""
+    from recommender.neighbours import BLOCK_SEARCHES
+
+    queries = np.ascontiguousarray(vectors[:BLOCK])
+    own = np.arange(BLOCK)
+    out = {}
+    for name, search in BLOCK_SEARCHES.items():
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            search(queries, vectors, own, 50)
+            times.append(time.perf_counter() - started)
+        out[name] = min(times)
+    return out
+
+
 def plain_product_seconds(vectors: np.ndarray) -> float:
     """The all-pairs product alone, in the same blocks, with no selection."""
     started = time.perf_counter()
@@ -131,6 +148,7 @@ def main() -> None:
         open_seconds = time.perf_counter() - started
         vectors = np.load(index / "versions" / rec.version / "vectors.npy")
         product = plain_product_seconds(vectors)
+        methods = block_seconds(vectors)
         del vectors
 
         rng = np.random.default_rng(7)
@@ -156,6 +174,8 @@ def main() -> None:
           f"({report.neighbours_mode})")
     print(f"  plain numpy product, same size{product:8.1f} s   "
           f"(precompute / product = {report.neighbours_seconds / product:.2f})")
+    print("  one block of 1,024 queries:    " + ", ".join(
+        f"{name} {seconds:.2f} s" for name, seconds in methods.items()))
     print(f"open                            {open_seconds * 1000:8.1f} ms")
     for name, samples in timings.items():
         print(f"{name + '()':<12} p50 {percentile_ms(samples, 50):6.3f} ms   "

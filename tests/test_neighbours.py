@@ -138,3 +138,18 @@ def test_table_lexical_scores_equal_live_tfidf(tiny_index: Path) -> None:
         found = found[found >= 0].astype(np.int64)
         live = lexical_scores(version.lexical(), row, found)
         assert np.allclose(np.asarray(table[2][row][:len(found)]), live, atol=1e-5)
+
+
+def test_an_index_without_a_table_falls_back_to_live_search(tiny_index: Path) -> None:
+    expected = Recommender.open(tiny_index, now=NOW).page("t01")
+    live = IndexDirectory(tiny_index).current_path()
+    for name in ("neighbours.npy", "neighbour_scores.npy", "neighbour_lexical.npy"):
+        (live / name).unlink()
+    rec = Recommender.open(tiny_index, now=NOW)
+    assert rec.snapshot().neighbour_table() is None
+    got = rec.page("t01")
+    assert {s: [r.id for r in v] for s, v in got.items()} == \
+        {s: [r.id for r in v] for s, v in expected.items()}
+    for slot, results in got.items():
+        for r, e in zip(results, expected[slot], strict=True):
+            assert r.score == pytest.approx(e.score, abs=1e-5)

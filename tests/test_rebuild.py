@@ -89,6 +89,7 @@ def test_status_change_withdraws_an_article_from_every_slot(
     report = build_index(tiny_index, [write_jsonl(tmp_path / "d.jsonl", [deleted])],
                          embedder=EMBEDDER, incremental=True)
     assert report.withdrawn == 1 and report.embedded == 0
+    assert report.neighbours_mode == "incremental"  # no rebuild of the candidate table
     for article_id in rec.ids():
         for results in rec.page(article_id).values():
             assert "t02" not in [r.id for r in results]
