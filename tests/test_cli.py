@@ -122,3 +122,15 @@ def test_the_readme_states_the_ranking_defaults_of_the_code() -> None:
     assert f"| `min_score` | 0.25 | {see_also.min_score:g} | {more.min_score:g} |" in readme
     assert (f"| `min_score_other_language` | 0.35 | {see_also.min_score_other_language:g} | "
             f"{more.min_score_other_language:g} |") in readme
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):readme.index("## Articles in")]
+    commands = [line for line in quick_start.splitlines() if line.startswith("pip install")]
+    assert len(commands) == 2, commands  # one to run the demo, one to run the tests
+    assert commands[0].endswith("recommender demo")
+    ci_lines = (root / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci_lines
+    assert "constraints.txt" in commands[0] and "constraints.txt" in commands[1]
