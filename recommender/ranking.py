@@ -366,11 +366,8 @@ class Ranker:
         rows = np.asarray(list(shown), dtype=np.int64)
         cosine = np.asarray(self.vectors[rows], dtype=np.float32) @ \
             np.asarray(self.vectors[source], dtype=np.float32)
-        return bool(self._same_story_as(source, rows, cosine).any())
-
-    def _same_story_as(self, row: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
-        same: np.ndarray = self._relation(np.array(row), rows, cosine)[0]
-        return same
+        same, _ = self._relation(np.array(source), rows, cosine)
+        return bool(same.any())
 
     # ------------------------------------------------------------------ overrides
 
