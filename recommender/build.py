@@ -159,13 +159,12 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 set(to_embed), neighbours)
             write_table(tmp, rows, scores, lexical_table(lexical, rows))
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
-            extra: dict[str, Any] = {}
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)
-            extra["neighbours"] = int(rows.shape[1])
             write_manifest(tmp, Manifest(
                 model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
-                version=name, published_count=report.published, extra=extra))
+                version=name, published_count=report.published,
+                extra={"neighbours": int(rows.shape[1])}))
             directory.publish(name, tmp)
             report.version = name
         finally:
