@@ -178,14 +178,16 @@ class Recommender:
 
     # ------------------------------------------------------------------ queries
 
-    def _candidates(self, live: _Live, source: int, n: int, precomputed: bool = True
-                    ) -> Candidates:
-        """The n nearest published articles to the source's anchor (itself, or its original):
-        a read from the precomputed table, or a live search where there is none (or with
-        precomputed=False: then any status)."""
+    def _candidates(self, live: _Live, source: int, n: int, *, at_least: int = 0,
+                    precomputed: bool = True) -> Candidates:
+        """Up to n nearest published articles to the source's anchor (itself, or its
+        original): a read from the precomputed table (whose width, set at build time, caps n),
+        or a live search where there is no table, where the table holds fewer than `at_least`
+        (a caller asking for more links than were precomputed), or with precomputed=False
+        (then any status)."""
         version, anchor = live.version, live.ranker.anchor(source)
         table = version.neighbour_table() if precomputed else None
-        if table is not None and table[0].shape[1] >= n:
+        if table is not None and table[0].shape[1] >= at_least:
             rows = np.asarray(table[0][anchor])
             keep = (rows >= 0) & (rows != source)
             return Candidates(rows[keep][:n].astype(np.int64),
@@ -223,7 +225,8 @@ class Recommender:
         policy = self.policy(slot)
         live = self._current()
         source = self._position(live.version, article_id)
-        candidates = self._candidates(live, source, max(policy.candidates, k or 0))
+        candidates = self._candidates(live, source, max(policy.candidates, k or 0),
+                                      at_least=k or policy.k)
         picks = live.ranker.select(policy, source, candidates, now=self.now(),
                                    overrides=self.overrides(), k=k)
         return self._results(live.version, picks)
@@ -236,7 +239,8 @@ class Recommender:
         source = self._position(version, article_id)
         policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
             [p for n, p in self.slots.items() if n not in PAGE_ORDER]
-        candidates = self._candidates(live, source, max(p.candidates for p in policies))
+        candidates = self._candidates(live, source, max(p.candidates for p in policies),
+                                      at_least=max(p.k for p in policies))
         now, overrides = self.now(), self.overrides()
         pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
         shown: list[int] = []

@@ -12,6 +12,7 @@ import click
 
 from ..build import BuildReport, build_index
 from ..embedding import ProgressCallback
+from ..neighbours import DEFAULT_N
 from ..recommender import Recommender
 from .main import (
     EXIT_INVALID_RECORDS,
@@ -93,6 +94,9 @@ def _common_build_options(func: Any) -> Any:
                      help="auto = bf16 where the CPU has native bf16, else fp32."),
         click.option("--strict", is_flag=True,
                      help="Publish nothing if any record is invalid."),
+        click.option("--neighbours", type=click.IntRange(min=1), default=DEFAULT_N,
+                     show_default=True,
+                     help="Candidates precomputed per article (slots read these)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
         json_option,
     ]):
@@ -101,7 +105,7 @@ def _common_build_options(func: Any) -> Any:
 
 
 def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision: str,
-               strict: bool, quiet: bool, as_json: bool, incremental: bool,
+               strict: bool, neighbours: int, quiet: bool, as_json: bool, incremental: bool,
                delete: tuple[str, ...] = ()) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
@@ -113,7 +117,8 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
     embedder = load_embedder(model, precision=precision)
     with progress_bar(show_progress(quiet or as_json)) as progress:
         report = build_index(index, list(inputs), embedder=embedder, incremental=incremental,
-                             delete=delete, strict=strict, progress=progress)
+                             delete=delete, strict=strict, progress=progress,
+                             neighbours=neighbours)
     print_report(report, as_json, quiet)
 
 
@@ -121,12 +126,13 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
 @_common_build_options
 @reports_errors
 def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-          quiet: bool, as_json: bool) -> None:
+          neighbours: int, quiet: bool, as_json: bool) -> None:
     """Build the index from INPUT files (.jsonl or .csv): it then holds exactly those
     articles. Vectors of unchanged articles in an existing index are reused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
-    _run_build(inputs, index, model, precision, strict, quiet, as_json, incremental=False)
+    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
+               incremental=False)
 
 
 @click.command()
@@ -135,13 +141,13 @@ def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str
               help="Remove this article id (repeatable).")
 @reports_errors
 def update(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-           quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
+           neighbours: int, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
-    _run_build(inputs, index, model, precision, strict, quiet, as_json, incremental=True,
-               delete=delete)
+    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
+               incremental=True, delete=delete)
 
 
 @click.command()
