@@ -138,9 +138,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "index"
         data = records(n, clusters)
+        embedder = ClusteredEmbedder(clusters)
         started = time.perf_counter()
-        report = build_index(index, data, embedder=ClusteredEmbedder(clusters))
+        report = build_index(index, data, embedder=embedder)
         build_seconds = time.perf_counter() - started
+        changed = [dict(r, body=f"{r['body']} updated") for r in data[:3]]
         del data
 
         started = time.perf_counter()
@@ -165,6 +167,9 @@ def main() -> None:
             t2 = time.perf_counter()
             timings["related"].append(t1 - t0)
             timings["page"].append(t2 - t1)
+        started = time.perf_counter()
+        update = build_index(index, changed, embedder=embedder, incremental=True)
+        update_seconds = time.perf_counter() - started
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         serving_mb = serving_memory(index, sample[:200])
 
@@ -180,6 +185,8 @@ def main() -> None:
     for name, samples in timings.items():
         print(f"{name + '()':<12} p50 {percentile_ms(samples, 50):6.3f} ms   "
               f"p99 {percentile_ms(samples, 99):6.3f} ms")
+    print(f"update, 3 changed articles      {update_seconds:8.1f} s   (embedded "
+          f"{update.embedded}, table {update.neighbours_mode} {update.neighbours_seconds:.1f} s)")
     print(f"peak resident memory, this run  {rss_mb:8.0f} MB   (build and queries)")
     print(f"serving process, open + 200 pages{serving_mb:7.0f} MB   (peak resident)")
     digest = hashlib.sha256(" ".join(sample[:10]).encode()).hexdigest()[:8]
