@@ -26,7 +26,6 @@ from sklearn.metrics import ndcg_score
 from .errors import InputError
 from .recommender import Recommender
 from .store import IndexVersion
-from .text import normalised_title
 
 Ranked = list[tuple[str, float]]
 System = Callable[[str, int], Ranked]
@@ -261,18 +260,10 @@ def list_health(rec: Recommender, lists: Mapping[str, Ranked],
     recommended = {d for ranked in lists.values() for d, _ in ranked}
     shown = [(q, d) for q, ranked in lists.items() for d, _ in ranked]
     total = max(len(shown), 1)
-    articles = {a.id: a for a in version.all_articles()}
-    title_key = {i: normalised_title(a.title) for i, a in articles.items()}
-
-    def duplicate(q: str, d: str) -> bool:
-        same_text = articles[q].body.strip() and articles[q].body.strip() == \
-            articles[d].body.strip()
-        cosine = float(np.dot(version.vectors[pos[q]], version.vectors[pos[d]]))
-        return bool(same_text) or title_key[q] == title_key[d] or cosine >= 0.95
+    stories = {a.id: a.story_id for a in version.all_articles()}
 
     def same_story(a: str, b: str) -> bool:
-        sa, sb = articles[a].story_id, articles[b].story_id
-        return sa is not None and sa == sb
+        return stories[a] is not None and stories[a] == stories[b]
 
     ages = [(cols.timestamp[pos[q]] - cols.timestamp[pos[d]]) / 86_400 for q, d in shown
             if not (math.isnan(cols.timestamp[pos[q]]) or math.isnan(cols.timestamp[pos[d]]))]
@@ -293,7 +284,8 @@ def list_health(rec: Recommender, lists: Mapping[str, Ranked],
         "coverage": len(recommended & published) / max(len(published), 1),
         "orphan_rate": len(published - recommended) / max(len(published), 1),
         "self_rate": sum(q == d for q, d in shown) / total,
-        "duplicate_rate": sum(duplicate(q, d) for q, d in shown if q != d) / total,
+        # the slots' own rule: same meaning, headline or body
+        "duplicate_rate": sum(rec.is_duplicate(q, d) for q, d in shown if q != d) / total,
         "same_story_list_rate": story_repeat / max(len(lists), 1),
         "leak_rate": sum(d not in published for _, d in shown) / total,
         "median_age_gap_days": float(np.median(ages)) if ages else math.nan,

@@ -172,7 +172,7 @@ class Ranker:
         mask &= self._in_time(policy, source, rows, now_ts)
         freshness = self._freshness(policy, rows, now_ts)
 
-        duplicate = self._duplicate(source, rows, c.semantic)
+        duplicate = self.duplicate(source, rows, c.semantic)
         _, translation = self._relation(np.array(source), rows, c.semantic)
         mask &= ~duplicate & ~translation
 
@@ -224,7 +224,7 @@ class Ranker:
         out: np.ndarray = np.where(np.isnan(ts), policy.undated_factor, factor).astype(np.float32)
         return out
 
-    def _duplicate(self, source: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+    def duplicate(self, source: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
         """Copies of the source: near-identical meaning, the same headline (normalised), or
         the same body text under another headline."""
         cols = self.columns
@@ -463,7 +463,7 @@ class Ranker:
                 cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[anchors],
                                                            dtype=np.float32), vectors)
                 same, translation = self._relation(anchors[:, None], block[None, :], cosine)
-                conflict = self._duplicate(source, block, cosine[0]) | translation[0] | \
+                conflict = self.duplicate(source, block, cosine[0]) | translation[0] | \
                     same[1:].any(axis=0) | (same[0] & source_taken)
                 within, _ = self._relation(block[:, None], block[None, :],
                                            np.einsum("ik,jk->ij", vectors, vectors))

@@ -266,6 +266,15 @@ class Recommender:
         score, _ = live.ranker.relevance(anchor, candidates)
         return float(score[0])
 
+    def is_duplicate(self, first: str, second: str) -> bool:
+        """Would the slots treat `second` as a copy of `first` (same meaning, headline or
+        body)? The rule every slot applies, for evaluation and audits."""
+        live = self._current()
+        a, b = self._position(live.version, first), self._position(live.version, second)
+        vectors = live.version.vectors
+        cosine = np.array([float(np.dot(vectors[a], vectors[b]))], dtype=np.float32)
+        return bool(live.ranker.duplicate(a, np.array([b]), cosine)[0])
+
     def snapshot(self) -> IndexVersion:
         """The version currently served, read-only: ids, vectors, columns, lexical matrix.
         For analysis (evaluation, notebooks); it does not follow later publishes."""
