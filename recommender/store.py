@@ -27,7 +27,6 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -401,7 +400,7 @@ class IndexVersion:
             raise IndexCorrupt(f"cannot read the neighbour table of {path}: {exc}") from exc
         if self._table is not None and self._table[0].shape[0] != self.manifest.count:
             raise IndexCorrupt(f"the neighbour table of {path} does not match its manifest")
-        self._faiss_lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     def close(self) -> None:
         self._conn.close()
@@ -414,7 +413,7 @@ class IndexVersion:
 
     def lexical(self) -> Any:
         """The TF-IDF matrix (scipy CSR), loaded on first use."""
-        with self._faiss_lock:
+        with self._load_lock:
             if self._lexical is None:
                 import scipy.sparse as sp
 
@@ -432,23 +431,22 @@ class IndexVersion:
             except sqlite3.DatabaseError as exc:
                 raise IndexCorrupt(f"cannot read {self.path / 'articles.sqlite'}: {exc}") from exc
 
-    def articles_at(self, positions: Iterable[int]) -> dict[int, Article]:
+    def _rows_at(self, columns: str, positions: Iterable[int]) -> list[Any]:
+        """`columns` (pos first) of the articles at these rows."""
         wanted = [int(p) for p in positions]
         if not wanted:
-            return {}
-        rows = self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE pos IN "
+            return []
+        return self.query(f"SELECT {columns} FROM articles WHERE pos IN "
                           f"({','.join('?' * len(wanted))})", wanted)
-        return {row[0]: article_from_row(row) for row in rows}
+
+    def articles_at(self, positions: Iterable[int]) -> dict[int, Article]:
+        return {row[0]: article_from_row(row)
+                for row in self._rows_at(ARTICLE_COLUMNS, positions)}
 
     def summaries_at(self, positions: Iterable[int]) -> dict[int, tuple[Any, ...]]:
         """(id, title, url, published_at, section, status) per row: what a result shows,
         without decoding whole articles (the serving path)."""
-        wanted = [int(p) for p in positions]
-        if not wanted:
-            return {}
-        rows = self.query("SELECT pos, id, title, url, published_at, section, status "
-                          f"FROM articles WHERE pos IN ({','.join('?' * len(wanted))})",
-                          wanted)
+        rows = self._rows_at("pos, id, title, url, published_at, section, status", positions)
         return {row[0]: row[1:] for row in rows}
 
     def content_hashes(self) -> dict[str, tuple[int, str]]:
@@ -461,7 +459,7 @@ class IndexVersion:
                 self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles ORDER BY pos")]
 
     def faiss_index(self) -> Any:
-        with self._faiss_lock:
+        with self._load_lock:
             if self._faiss is None:
                 import faiss
 
@@ -511,6 +509,3 @@ def read_manifest(path: Path) -> Manifest:
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
-
-def elapsed_since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)
