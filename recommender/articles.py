@@ -54,7 +54,8 @@ class Article:
         """The JSON form, the same shape the JSONL reader accepts."""
         out: dict[str, Any] = {
             "id": self.id, "title": self.title, "body": self.body, "url": self.url,
-            "published_at": _iso(self.published_at), "updated_at": _iso(self.updated_at),
+            "published_at": format_datetime(self.published_at),
+            "updated_at": format_datetime(self.updated_at),
             "section": self.section, "tags": list(self.tags), "language": self.language,
             "status": self.status, "paywalled": self.paywalled, "story_id": self.story_id,
         }
@@ -99,8 +100,9 @@ class LoadReport:
         return [p for p in self.problems if p.severity == "warning"]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+def format_datetime(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a "Z", the form every file and JSON output of the project uses."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 def parse_datetime(value: Any, field_name: str) -> datetime | None:

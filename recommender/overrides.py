@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .articles import parse_datetime
+from .articles import format_datetime, parse_datetime
 from .errors import ConfigError
 
 FILE = "overrides.json"
@@ -45,7 +45,7 @@ class Pin:
         out: dict[str, Any] = {"source": self.source, "target": self.target, "slot": self.slot,
                                "position": self.position}
         if self.until is not None:
-            out["until"] = self.until.isoformat().replace("+00:00", "Z")
+            out["until"] = format_datetime(self.until)
         return out
 
 

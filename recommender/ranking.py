@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .articles import format_datetime
 from .config import RankingConfig, SlotPolicy
 from .overrides import Overrides
 from .store import Columns
@@ -48,8 +49,7 @@ class Recommendation:
         return {
             "id": self.id, "title": self.title, "url": self.url,
             "score": round(self.score, 4), "reason": self.reason,
-            "published_at": (self.published_at.isoformat().replace("+00:00", "Z")
-                             if self.published_at else None),
+            "published_at": format_datetime(self.published_at),
             "section": self.section, "status": self.status,
         }
 
@@ -409,7 +409,7 @@ class Ranker:
             semantic = float(np.dot(self.vectors[row], self.vectors[source]))
             reason: dict[str, Any] = {"pinned": True, "semantic": _r(semantic)}
             if pin.until is not None:
-                reason["pinned_until"] = pin.until.isoformat().replace("+00:00", "Z")
+                reason["pinned_until"] = format_datetime(pin.until)
             chosen.insert(min(pin.position - 1, len(chosen)), Pick(row, semantic, reason))
         # Pins keep their place; the weakest organic links give way.
         while len(chosen) > limit:

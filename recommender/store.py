@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .articles import Article, parse_datetime
+from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound
 from .neighbours import Table, read_table
 from .text import normalised_title
@@ -89,13 +89,10 @@ class Manifest:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def article_row(article: Article, pos: int, content_hash: str) -> tuple[Any, ...]:
     return (pos, article.id, article.title, article.body, article.url,
-            _iso(article.published_at), _iso(article.updated_at), article.section,
+            format_datetime(article.published_at), format_datetime(article.updated_at),
+            article.section,
             json.dumps(list(article.tags), ensure_ascii=False), article.language,
             article.status, int(article.paywalled), article.story_id,
             json.dumps(dict(article.metadata), ensure_ascii=False, default=str), content_hash)
@@ -507,5 +504,5 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return format_datetime(datetime.now(UTC).replace(microsecond=0)) or ""
 
