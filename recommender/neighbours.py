@@ -22,6 +22,7 @@ from .lexical import pair_scores
 ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
+NAMES_FILE = "neighbour_names.npy"
 DEFAULT_N = 50
 BLOCK = 1024  # query rows per product: 1024 x 100k float32 = 400 MB of scores
 
@@ -168,7 +169,8 @@ def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
 
 
 def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:
-    """TF-IDF cosine for every (article, candidate) entry of a table (0 for padding)."""
+    """TF-IDF cosine (words or names) for every (article, candidate) entry of a table (0 for
+    padding)."""
     valid = rows >= 0
     sources = np.broadcast_to(np.arange(len(rows))[:, None], rows.shape)[valid]
     out = np.zeros(rows.shape, dtype=np.float32)
@@ -177,20 +179,22 @@ def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:
 
 
 def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
-                lexical: np.ndarray) -> None:
+                lexical: np.ndarray, names: np.ndarray) -> None:
     np.save(directory / ROWS_FILE, rows.astype(np.int32))
     np.save(directory / SCORES_FILE, scores.astype(np.float32))
     np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
+    np.save(directory / NAMES_FILE, names.astype(np.float32))
 
 
-Table = tuple[np.ndarray, np.ndarray, np.ndarray]
+# (candidate rows, cosines, word TF-IDF cosines, names TF-IDF cosines)
+Table = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def read_table(directory: Path) -> Table | None:
-    """Memory-mapped table (candidate rows, cosines, TF-IDF cosines), or None for an index
-    built without one."""
+    """Memory-mapped table, or None for an index built without one."""
     if not (directory / ROWS_FILE).is_file():
         return None
-    rows, scores, lexical = (np.load(directory / name, mmap_mode="r", allow_pickle=False)
-                             for name in (ROWS_FILE, SCORES_FILE, LEXICAL_FILE))
-    return rows, scores, lexical
+    rows, scores, lexical, names = (
+        np.load(directory / name, mmap_mode="r", allow_pickle=False)
+        for name in (ROWS_FILE, SCORES_FILE, LEXICAL_FILE, NAMES_FILE))
+    return rows, scores, lexical, names

@@ -1,24 +1,27 @@
 """Slot policies: turn relevance candidates into what a slot shows.
 
-For one source article, `Ranker.select` runs a slot's steps over its candidates, in order:
+For one source article, `Ranker.select` runs a slot's steps over one pool of candidates:
 
     eligibility   published, not the source, not shown elsewhere on the page, editorial
-                  blocks and never-pairs, section/tag/paywall/language filters, age limits
-    identity      drop near-duplicates (syndicated copies) and translations of the source
-    relevance     fused score (semantic, lexical, tags, section) against the slot's bar
-    freshness     relevance × decay relative to now (half-life), undated articles explicit
-    selection     one article per story (story_id, or close in meaning and date), maximal
-                  marginal relevance for variety, same language first
+                  blocks and never-pairs, section/tag/paywall/language filters, time limits
+                  measured around the source's date, nothing dated after now
+    identity      drop copies (syndicated versions) and translations of the source
+    relevance     the fused relevance model (semantic, words, names, time proximity, tags,
+                  section) against the slot's bar; a "story" slot keeps the source's own
+                  story only (one event: close in time and highly relevant to the source)
+    freshness     relevance × decay with the distance from the source's date
+    selection     the story's latest development first (where the slot asks), then by score
+                  with maximal marginal relevance; never a copy of a link on the page, and
+                  one link per event
     pins          editors' pinned links at their positions
-    fallback      recent articles (same section, then site-wide) to fill a slot that must
-                  not be empty
+    fallback      the next most relevant eligible articles (below the bar, then published
+                  around the source's date), through the same steps, labelled
 
 Every result carries `reason`: the parts of its score and its flags.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,10 +31,12 @@ import numpy as np
 
 from .articles import format_datetime
 from .config import RankingConfig, SlotPolicy
+from .lexical import lexical_scores
 from .overrides import Overrides
-from .store import Columns
+from .store import IndexVersion
 
 DAY = 86_400.0
+NEARBY = 64  # articles around the source's date considered when the candidates run out
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,16 @@ class Recommendation:
         }
 
 
-SCORE_PARTS = ("relevance", "semantic", "lexical", "tags", "section", "freshness")
+SCORE_PARTS = ("relevance", "semantic", "lexical", "names", "proximity", "tags", "section",
+               "freshness")
 
 
 def explain_reason(reason: dict[str, Any]) -> str:
-    """Why a link is there, in one line: flags (pinned, fallback) first, then the score parts,
-    then what it stands for."""
+    """Why a link is there, in one line: flags (pinned, fallback, story) first, then the score
+    parts."""
     parts = [f"{name} {reason[name]:.2f}" for name in SCORE_PARTS if name in reason]
+    if reason.get("same_story"):
+        parts.insert(0, "latest development" if reason.get("latest") else "same story")
     if "fallback" in reason:
         parts.insert(0, f"fallback ({reason['fallback']})")
     if reason.get("pinned"):
@@ -68,18 +76,44 @@ def explain_reason(reason: dict[str, Any]) -> str:
         parts.insert(0, "pinned" + (f" until {until}" if until else ""))
     if reason.get("other_language"):
         parts.append("other language")
-    if reason.get("story_collapsed_from"):
-        parts.append("stands for " + ", ".join(reason["story_collapsed_from"]))
+    if reason.get("event_collapsed_from"):
+        parts.append("stands for " + ", ".join(reason["event_collapsed_from"]))
     return "; ".join(parts)
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """Relevance candidates of one source: rows with their semantic and lexical scores."""
+    """Relevance candidates of one source: rows with their pairwise scores."""
 
     rows: np.ndarray       # int64
-    semantic: np.ndarray   # float32 cosine
-    lexical: np.ndarray    # float32 TF-IDF cosine
+    semantic: np.ndarray   # float32 embedding cosine
+    lexical: np.ndarray    # float32 TF-IDF cosine of title and body
+    names: np.ndarray      # float32 TF-IDF cosine of the names mentioned
+
+    def __add__(self, other: Candidates) -> Candidates:
+        return Candidates(*(np.concatenate([a, b]) for a, b in (
+            (self.rows, other.rows), (self.semantic, other.semantic),
+            (self.lexical, other.lexical), (self.names, other.names))))
+
+
+@dataclass
+class Scored:
+    """A pool of candidates after eligibility, identity, relevance and freshness."""
+
+    c: Candidates
+    eligible: np.ndarray        # bool: may be shown at all
+    relevance: np.ndarray       # float32, 0..1
+    freshness: np.ndarray       # float32, 0..1
+    parts: dict[str, np.ndarray]
+    other_language: np.ndarray  # bool
+    story: np.ndarray           # bool: the source's own story
+    development: np.ndarray     # bool: a later development of it
+    bar: np.ndarray             # float32: the slot's minimum relevance for each
+
+    @property
+    def score(self) -> np.ndarray:
+        out: np.ndarray = self.relevance * self.freshness
+        return out
 
 
 @dataclass
@@ -92,34 +126,60 @@ class Pick:
 
 
 class Ranker:
-    """Applies slot policies over one index version. Holds per-version derived data (recent
-    articles per section, override rows) so each query only touches its candidates."""
+    """Applies slot policies over one index version. Holds per-version derived data (articles
+    by date, override rows) so each query only touches its candidates."""
 
-    def __init__(self, ids: Sequence[str], position: dict[str, int], vectors: np.ndarray,
-                 columns: Columns, config: RankingConfig) -> None:
-        self.ids = ids
-        self.position = position
-        self.vectors = vectors
-        self.columns = columns
+    def __init__(self, version: IndexVersion, config: RankingConfig) -> None:
+        self.version = version
+        self.ids = version.ids
+        self.position = version.position
+        self.vectors = version.vectors
+        self.columns = version.columns
         self.config = config
-        self._recent: np.ndarray | None = None
+        self._by_date: np.ndarray | None = None
         self._overrides: tuple[Overrides, set[int], dict[int, set[int]]] | None = None
+
+    def candidates(self, source: int, rows: np.ndarray) -> Candidates:
+        """Pairwise scores of `source` with `rows`, computed now (for rows outside the
+        precomputed table)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        semantic = np.einsum("ik,k->i", np.asarray(self.vectors[rows], dtype=np.float32),
+                             np.asarray(self.vectors[source], dtype=np.float32))
+        return Candidates(rows, semantic.astype(np.float32),
+                          lexical_scores(self.version.lexical(), source, rows),
+                          lexical_scores(self.version.names(), source, rows))
 
     # ------------------------------------------------------------------ relevance
 
+    def proximity(self, source: int, rows: np.ndarray) -> np.ndarray:
+        """exp(-days apart / proximity_days); 0 where either article is undated."""
+        ts = self.columns.timestamp
+        days = np.abs(ts[rows] - ts[source]) / DAY
+        out: np.ndarray = np.nan_to_num(np.exp(-days / self.config.proximity_days),
+                                        nan=0.0).astype(np.float32)
+        return out
+
     def relevance(self, source: int, c: Candidates) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The fused relevance of each candidate (0..1) and its parts (see RankingConfig)."""
         cfg, cols = self.config, self.columns
-        parts: dict[str, np.ndarray] = {"semantic": c.semantic, "lexical": c.lexical}
-        score = cfg.semantic_weight * c.semantic + cfg.lexical_weight * c.lexical
+        proximity = self.proximity(source, c.rows)
+        parts: dict[str, np.ndarray] = {"semantic": c.semantic, "lexical": c.lexical,
+                                        "names": c.names, "proximity": proximity}
+        logit = (cfg.bias + cfg.semantic_weight * c.semantic + cfg.lexical_weight * c.lexical
+                 + cfg.names_weight * c.names
+                 + proximity * (cfg.proximity_weight + cfg.semantic_proximity_weight * c.semantic
+                                + cfg.lexical_proximity_weight * c.lexical
+                                + cfg.names_proximity_weight * c.names))
         if cfg.tag_weight:
             parts["tags"] = self._tag_overlap(source, c.rows)
-            score = score + cfg.tag_weight * parts["tags"]
+            logit = logit + cfg.tag_weight * parts["tags"]
         if cfg.section_weight:
             src_section = cols.section[source]
             same = ((cols.section[c.rows] == src_section) & (src_section >= 0)).astype(np.float32)
             parts["section"] = same
-            score = score + cfg.section_weight * same
-        return score.astype(np.float32), parts
+            logit = logit + cfg.section_weight * same
+        relevance = (1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64))))
+        return relevance.astype(np.float32), parts
 
     def _tag_overlap(self, source: int, rows: np.ndarray) -> np.ndarray:
         mine = set(self.columns.tags_of(source).tolist())
@@ -145,67 +205,144 @@ class Ranker:
                  for r, i in zip(rows, order, strict=True)]
         return rows, picks
 
-    # ------------------------------------------------------------------ selection
+    # ------------------------------------------------------------------ relations
 
-    def select(self, policy: SlotPolicy, source: int, c: Candidates, *, now: datetime,
-               overrides: Overrides, shown: Sequence[int] = (), reserved: Iterable[int] = (),
-               k: int | None = None) -> list[Pick]:
-        """What `policy` shows for `source`. `shown`: rows already on the page (earlier slots),
-        never repeated and counted for one-per-story; `reserved`: rows pinned in other slots."""
+    def duplicate(self, source: int | np.ndarray, rows: np.ndarray, cosine: np.ndarray
+                  ) -> np.ndarray:
+        """Copies of `source` (a row, or a column of rows against `rows` as a row: arrays
+        broadcast): near-identical meaning, the same headline (normalised), or the same body
+        text under another headline."""
         cols = self.columns
-        limit = policy.k if k is None else k
-        blocked, never = self._override_rows(overrides)
-        now_ts = now.timestamp()
-        rows = c.rows
-        page_source, source = source, self.anchor(source)
-        excluded = set(shown) | set(reserved) | blocked | never.get(page_source, set()) | \
-            {page_source, source}
+        src_body = cols.body_key[source]
+        same_body = (cols.body_key[rows] == src_body) & (src_body != 0)
+        dup: np.ndarray = (cosine >= self.config.duplicate_similarity) | same_body | \
+            (cols.title_key[rows] == cols.title_key[source])
+        return dup
 
-        mask = cols.published[rows].copy()
+    def _days_apart(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
+        ts = self.columns.timestamp
+        out: np.ndarray = np.abs(ts[b] - ts[a]) / DAY
+        return out
+
+    def same_event(self, a: np.ndarray, b: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+        """One event between rows `a` and `b` (broadcast): published within
+        story_window_days of each other and either of the same story_id (when both have one)
+        or close in meaning (event_similarity). Pairwise, never chained: an editor's story_id
+        spanning weeks of follow-ups is a saga of several events."""
+        cfg, cols = self.config, self.columns
+        sa, sb = cols.story[a], cols.story[b]
+        days = self._days_apart(a, b)
+        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.story_window_days)
+        same: np.ndarray = close & np.where((sa >= 0) & (sb >= 0), sa == sb,
+                                            cosine >= cfg.event_similarity)
+        return same
+
+    def own_story(self, source: int, rows: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+        """The source's own story: its story_id when both have one, else relevance at least
+        story_relevance within story_window_days of the source (undated: relevance alone),
+        or a translation link."""
+        cfg, cols = self.config, self.columns
+        days = self._days_apart(source, rows)
+        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.story_window_days)
+        tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
+        story: np.ndarray = np.where(tagged, cols.story[rows] == cols.story[source],
+                                     (relevance >= cfg.story_relevance) & close)
+        out: np.ndarray = story | self._linked(source, rows)
+        return out
+
+    def development(self, source: int, rows: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+        """Later developments of the source's story: published after it and of the same
+        story_id (when both have one), else within development_window_days with relevance
+        at least story_relevance."""
+        cfg, cols = self.config, self.columns
+        later = np.nan_to_num((cols.timestamp[rows] - cols.timestamp[source]) / DAY, nan=-1.0)
+        tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
+        out: np.ndarray = (later > 0) & np.where(
+            tagged, cols.story[rows] == cols.story[source],
+            (later <= cfg.development_window_days) & (relevance >= cfg.story_relevance))
+        return out
+
+    def _linked(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
+        """Linked by `translation_of` (one is the other's original, or both share one)."""
+        original = self.columns.original
+        a_arr, b_arr = np.asarray(a), np.asarray(b)
+        out: np.ndarray = (np.where(original[a_arr] >= 0, original[a_arr], a_arr) ==
+                           np.where(original[b_arr] >= 0, original[b_arr], b_arr)) & \
+            (a_arr != b_arr)
+        return out
+
+    def translation(self, source: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+        """Translations of the source: linked by `translation_of`, or another language, close
+        in meaning (translation_similarity) and published within translation_window_days."""
+        cfg = self.config
+        other = self._other_language(source, rows)
+        days = self._days_apart(source, rows)
+        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.translation_window_days)
+        out: np.ndarray = self._linked(source, rows) | \
+            (other & (cosine >= cfg.translation_similarity) & close)
+        return out
+
+    def anchor(self, source: int) -> int:
+        """The row whose vector speaks for `source`: its original when it is a translation
+        (`translation_of`) that is in the index, since the default model reads English only;
+        otherwise the source itself."""
+        original = int(self.columns.original[source])
+        return original if original >= 0 else source
+
+    def _other_language(self, source: int, rows: np.ndarray) -> np.ndarray:
+        lang = self.columns.language
+        src = lang[source]
+        if src < 0:
+            return np.zeros(len(rows), dtype=bool)
+        theirs = lang[rows]
+        other: np.ndarray = (theirs >= 0) & (theirs != src)
+        return other
+
+    # ------------------------------------------------------------------ the steps
+
+    def reference_time(self, source: int, now_ts: float) -> float:
+        """The date a page's links are measured around: the source's own date (never after
+        now), or now for an undated source. On a fresh page that is now; an archive page gets
+        the links of its time, not an empty slot."""
+        ts = float(self.columns.timestamp[source])
+        return now_ts if np.isnan(ts) else min(ts, now_ts)
+
+    def score(self, policy: SlotPolicy, source: int, c: Candidates, *, now_ts: float,
+              excluded: set[int]) -> Scored:
+        """Eligibility, identity, relevance and freshness of one pool, by one set of rules
+        (the slot's candidates and its fallback pool alike)."""
+        rows = c.rows
+        eligible = self.columns.published[rows].copy()
         if excluded:
-            mask &= ~np.isin(rows, np.fromiter(excluded, dtype=np.int64))
-        mask &= self._filters(policy, rows)
+            eligible &= ~np.isin(rows, np.fromiter(excluded, dtype=np.int64))
+        eligible &= self._filters(policy, rows)
         other_language = self._other_language(source, rows)
         if policy.languages == "same":
-            mask &= ~other_language
-
-        mask &= self._in_time(policy, source, rows, now_ts)
-        freshness = self._freshness(policy, rows, now_ts)
-
-        duplicate = self.duplicate(source, rows, c.semantic)
-        _, translation = self._relation(np.array(source), rows, c.semantic)
-        mask &= ~duplicate & ~translation
-
+            eligible &= ~other_language
+        reference = self.reference_time(source, now_ts)
+        eligible &= self._in_time(policy, source, rows, reference, now_ts)
+        eligible &= ~self.duplicate(source, rows, c.semantic)
+        eligible &= ~self.translation(source, rows, c.semantic)
         relevance, parts = self.relevance(source, c)
-        bar = np.where(other_language, policy.min_score_other_language, policy.min_score)
-        mask &= relevance >= bar
-        score = relevance * freshness
+        story = self.own_story(source, rows, relevance)
+        development = self.development(source, rows, relevance)
+        if policy.scope == "story":
+            eligible &= story | (development if policy.latest_first else False)
+        bar = np.where(other_language, policy.min_score_other_language,
+                       policy.min_score).astype(np.float32)
+        return Scored(c, eligible, relevance, self._freshness(policy, rows, reference), parts,
+                      other_language, story, development, bar)
 
-        eligible = np.flatnonzero(mask)
-        picks = self._choose(policy, source, eligible, rows, score, other_language, shown, limit)
-        for pick, i in picks:
-            pick.reason.update({name: _r(values[i]) for name, values in parts.items()})
-            pick.reason["relevance"] = _r(relevance[i])
-            pick.reason["freshness"] = _r(freshness[i])
-            if other_language[i]:
-                pick.reason["other_language"] = True
-        chosen = [p for p, _ in picks]
-        chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit)
-        if policy.fallback and len(chosen) < limit:
-            chosen += self._fallback(policy, source, chosen, shown, excluded, now_ts,
-                                     limit - len(chosen))
-        return chosen
-
-    def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, now_ts: float
-                 ) -> np.ndarray:
-        """The hard time limits: age relative to now, window relative to the source's date,
-        and undated articles when their factor is 0."""
+    def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, reference: float,
+                 now_ts: float) -> np.ndarray:
+        """The hard time limits: nothing dated after now; distance from the reference date;
+        window relative to the source's date; undated articles when their factor is 0."""
         ts = self.columns.timestamp[rows]
-        mask = np.ones(len(rows), dtype=bool)
+        mask = ~(ts > now_ts)
         if policy.max_age_days is not None:
-            mask &= ~((now_ts - ts) / DAY > policy.max_age_days)
+            mask &= ~(np.abs(ts - reference) / DAY > policy.max_age_days)
         src_ts = self.columns.timestamp[source]
-        if not math.isnan(src_ts):
+        if not np.isnan(src_ts):
             delta_days = (ts - src_ts) / DAY
             if policy.window_before_days is not None:
                 mask &= ~(delta_days < -policy.window_before_days)
@@ -213,25 +350,17 @@ class Ranker:
                 mask &= ~(delta_days > policy.window_after_days)
         if policy.undated_factor <= 0:
             mask &= ~np.isnan(ts)
-        return mask
+        out: np.ndarray = mask
+        return out
 
-    def _freshness(self, policy: SlotPolicy, rows: np.ndarray, now_ts: float) -> np.ndarray:
+    def _freshness(self, policy: SlotPolicy, rows: np.ndarray, reference: float) -> np.ndarray:
         ts = self.columns.timestamp[rows]
         factor = np.ones(len(rows), dtype=np.float32)
         if policy.half_life_days:
-            age_days = np.clip((now_ts - ts) / DAY, 0, None)
-            factor = np.power(0.5, age_days / policy.half_life_days).astype(np.float32)
+            distance = np.abs(ts - reference) / DAY
+            factor = np.power(0.5, distance / policy.half_life_days).astype(np.float32)
         out: np.ndarray = np.where(np.isnan(ts), policy.undated_factor, factor).astype(np.float32)
         return out
-
-    def duplicate(self, source: int, rows: np.ndarray, cosine: np.ndarray) -> np.ndarray:
-        """Copies of the source: near-identical meaning, the same headline (normalised), or
-        the same body text under another headline."""
-        cols = self.columns
-        same_body = (cols.body_key[rows] == cols.body_key[source]) & (cols.body_key[source] != 0)
-        dup: np.ndarray = (cosine >= self.config.duplicate_similarity) | same_body | \
-            (cols.title_key[rows] == cols.title_key[source])
-        return dup
 
     def _filters(self, policy: SlotPolicy, rows: np.ndarray) -> np.ndarray:
         cols = self.columns
@@ -253,121 +382,146 @@ class Ranker:
                     mask[i] = False
         return mask
 
-    def _other_language(self, source: int, rows: np.ndarray) -> np.ndarray:
-        lang = self.columns.language
-        src = lang[source]
-        if src < 0:
-            return np.zeros(len(rows), dtype=bool)
-        theirs = lang[rows]
-        other: np.ndarray = (theirs >= 0) & (theirs != src)
-        return other
+    # ------------------------------------------------------------------ selection
 
-    def _relation(self, a: np.ndarray, b: np.ndarray, cosine: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """(same story, translation) between rows `a` and rows `b` (arrays broadcast, e.g. a
-        column against a row gives the matrix).
+    def select(self, policy: SlotPolicy, source: int, c: Candidates, *, now: datetime,
+               overrides: Overrides, shown: Sequence[int] = (), reserved: Iterable[int] = (),
+               k: int | None = None) -> list[Pick]:
+        """What `policy` shows for `source`. `shown`: rows already on the page (earlier slots),
+        never repeated, never copied, and their events taken; `reserved`: rows pinned in
+        other slots."""
+        limit = policy.k if k is None else k
+        blocked, never = self._override_rows(overrides)
+        now_ts = now.timestamp()
+        page_source, source = source, self.anchor(source)
+        excluded = set(shown) | set(reserved) | blocked | never.get(page_source, set()) | \
+            {page_source, source}
+        scored = self.score(policy, source, c, now_ts=now_ts, excluded=excluded)
+        chosen = self._choose(policy, source, scored, scored.eligible &
+                              (scored.relevance >= scored.bar), list(shown), limit)
+        chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit)
+        fill_to = limit if policy.fallback_links is None else min(limit, policy.fallback_links)
+        if policy.fallback and len(chosen) < fill_to:
+            chosen += self._fallback(policy, source, scored, chosen, shown, excluded, now_ts,
+                                     fill_to - len(chosen))
+        return chosen
 
-        Same story: the same story_id when both have one; otherwise close in meaning
-        (cosine >= story_similarity, or translation_similarity across languages) and
-        published within story_window_days. Translation: linked by `translation_of`, or the
-        same story in another language published within translation_window_days.
-        """
-        cfg, cols = self.config, self.columns
-        la, lb = cols.language[a], cols.language[b]
-        other = (la >= 0) & (lb >= 0) & (la != lb)
-        delta = (cols.timestamp[b] - cols.timestamp[a]) / DAY
-        undated = np.isnan(delta)
-        gap = np.abs(np.nan_to_num(delta))
-        sa, sb = cols.story[a], cols.story[b]
-        tagged = (sa >= 0) & (sb >= 0)
-        similar = np.where(other, cosine >= cfg.translation_similarity,
-                           cosine >= cfg.story_similarity)
-        same = np.where(tagged, sa == sb, similar & (undated | (gap <= cfg.story_window_days)))
-        original = cols.original
-        linked = (np.where(original[a] >= 0, original[a], a) ==
-                  np.where(original[b] >= 0, original[b], b)) & (a != b)
-        same = same | linked
-        translation = linked | (other & same & (undated | (gap <= cfg.translation_window_days)))
-        return same, translation
-
-    def anchor(self, source: int) -> int:
-        """The row whose vector speaks for `source`: its original when it is a translation
-        (`translation_of`) that is in the index, since the default model reads English only;
-        otherwise the source itself."""
-        original = int(self.columns.original[source])
-        return original if original >= 0 else source
-
-    def _choose(self, policy: SlotPolicy, source: int, eligible: np.ndarray,
-                rows: np.ndarray, score: np.ndarray, other_language: np.ndarray,
-                shown: Sequence[int], limit: int) -> list[tuple[Pick, int]]:
-        """Greedy selection: same language first (if the policy says so), MMR for variety,
-        and never two articles of one story on the page (the source's own story included:
-        one follow-up, not five). Stories are the connected groups of the same-story
-        relation over the source, the page and the candidates, so a chain of follow-ups
-        counts as one story even when its ends are not alike."""
-        if limit <= 0 or len(eligible) == 0:
+    def _choose(self, policy: SlotPolicy, source: int, scored: Scored, pool: np.ndarray,
+                page: list[int], limit: int, label: dict[str, Any] | None = None
+                ) -> list[Pick]:
+        """Greedy selection from `pool` (a mask over scored.c.rows): same language first (if
+        the policy says so), the story's latest development first (if it asks), then by
+        score with MMR; never a copy of a link on the page (`page`, and each pick), and with
+        one_per_event never two links of one event."""
+        index = np.flatnonzero(pool)
+        if limit <= 0 or len(index) == 0:
             return []
-        n_fixed = 1 + len(shown)
-        # Stories are grouped over every candidate, eligible or not: an ineligible article
-        # (paywalled, too weak) can still be the link that ties two follow-ups together.
-        nodes = np.concatenate([[source], np.asarray(list(shown), dtype=np.int64), rows])
+        rows = scored.c.rows[index]
+        n_page = len(page)
+        nodes = np.concatenate([np.asarray(page, dtype=np.int64), rows])
         vectors = np.asarray(self.vectors[nodes], dtype=np.float32)
         # einsum, not `@`: a ~50x50 product through a multithreaded BLAS costs 35 us on an
         # idle machine but milliseconds when the cores are busy (thread hand-offs), which is
         # the normal state of a server. einsum runs in this thread: ~120 us, every time.
         cosine = np.einsum("ik,jk->ij", vectors, vectors)
-        story = np.arange(len(nodes))
-        if policy.one_per_story:
-            same, _ = self._relation(nodes[:, None], nodes[None, :], cosine)
-            story = _components(same)
-        cand_rows = rows[eligible]
-        pairwise = cosine[n_fixed + eligible][:, n_fixed + eligible]
-        remaining = np.ones(len(eligible), dtype=bool)
-        if policy.one_per_story:
-            on_page = story[1:n_fixed]
-            remaining &= ~np.isin(story[n_fixed + eligible], on_page)
-        cand_story = story[n_fixed + eligible]
-        tier = other_language[eligible].astype(np.int8) if policy.languages == "same_first" \
-            else np.zeros(len(eligible), dtype=np.int8)
+        conflict = self.duplicate(nodes[:, None], nodes[None, :], cosine)
+        if policy.one_per_event:
+            conflict |= self.same_event(nodes[:, None], nodes[None, :], cosine)
+        remaining = ~conflict[:n_page, n_page:].any(axis=0) if n_page else \
+            np.ones(len(index), dtype=bool)
+        conflict = conflict[n_page:, n_page:]
+        pairwise = cosine[n_page:, n_page:]
+        tier = scored.other_language[index].astype(np.int8) if policy.languages == "same_first" \
+            else np.zeros(len(index), dtype=np.int8)
+        base = scored.score[index].astype(np.float64)
+        dates = np.nan_to_num(self.columns.timestamp[rows], nan=-np.inf)
         picked: list[int] = []
-        out: list[tuple[Pick, int]] = []
+        out: list[Pick] = []
         lam = policy.mmr_lambda
-        base = score[eligible].astype(np.float64)
         while len(out) < limit and remaining.any():
             value = base.copy()
             if picked and lam < 1.0:
                 value = lam * base - (1.0 - lam) * pairwise[:, picked].max(axis=1)
             value[~remaining] = -np.inf
             value[tier != tier[remaining].min()] = -np.inf
+            latest = False
+            if policy.latest_first and not picked:
+                newer = np.isfinite(value) & scored.development[index]
+                if newer.any():  # the story's latest development leads
+                    value = np.where(newer, dates, -np.inf)
+                    latest = True
+            if policy.scope == "story" and not latest:  # then the story's best coverage
+                value[~scored.story[index]] = -np.inf
+                if not np.isfinite(value).any():
+                    break
             j = int(np.argmax(value))
-            if policy.one_per_story and policy.story_representative == "latest":
-                # The story's latest development stands for it (undated members last).
-                members = np.flatnonzero((cand_story == cand_story[j]) & remaining &
-                                         (tier == tier[j]))
-                dates = np.nan_to_num(self.columns.timestamp[cand_rows[members]], nan=-np.inf)
-                j = int(members[np.argmax(dates)])
+            i = int(index[j])
+            reason: dict[str, Any] = dict(label or {})
+            reason.update({name: _r(values[i]) for name, values in scored.parts.items()})
+            reason["relevance"] = _r(scored.relevance[i])
+            reason["freshness"] = _r(scored.freshness[i])
+            if scored.story[i] or latest:
+                reason["same_story"] = True
+                if latest:
+                    reason["latest"] = True
+            if scored.other_language[i]:
+                reason["other_language"] = True
+            collapsed = np.flatnonzero(conflict[j] & remaining)
+            collapsed = collapsed[collapsed != j]
+            if len(collapsed):
+                reason["event_collapsed_from"] = [self.ids[int(rows[x])] for x in collapsed]
+            remaining &= ~conflict[j]
             remaining[j] = False
-            pick = Pick(int(cand_rows[j]), float(base[j]), {})
-            if policy.one_per_story:
-                same_story = cand_story == cand_story[j]
-                collapsed = np.flatnonzero(same_story & remaining)
-                if len(collapsed):
-                    pick.reason["story_collapsed_from"] = [self.ids[int(cand_rows[i])]
-                                                           for i in collapsed]
-                remaining &= ~same_story
             picked.append(j)
-            out.append((pick, int(eligible[j])))
+            out.append(Pick(int(rows[j]), float(base[j]), reason))
         return out
 
-    def _story_taken(self, source: int, shown: Sequence[int]) -> bool:
-        """Does an article already on the page belong to the source's own story?"""
-        if not len(shown):
-            return False
-        rows = np.asarray(list(shown), dtype=np.int64)
-        cosine = np.asarray(self.vectors[rows], dtype=np.float32) @ \
-            np.asarray(self.vectors[source], dtype=np.float32)
-        same, _ = self._relation(np.array(source), rows, cosine)
-        return bool(same.any())
+    def _fallback(self, policy: SlotPolicy, source: int, scored: Scored, chosen: list[Pick],
+                  shown: Sequence[int], excluded: set[int], now_ts: float, needed: int
+                  ) -> list[Pick]:
+        """The next most relevant eligible articles: first the candidates below the bar,
+        then (if still short) articles published around the source's date, scored by the
+        same steps. Labelled, never a copy of a link on the page, one per event."""
+        page = [*shown, *(p.row for p in chosen)]
+        taken = excluded | set(page)
+        below = scored.eligible & (scored.relevance < scored.bar) & \
+            ~np.isin(scored.c.rows, np.fromiter(taken, dtype=np.int64))
+        out = self._choose(policy, source, scored, below, page, needed,
+                           label={"fallback": "below the bar"})
+        if len(out) < needed:
+            page += [p.row for p in out]
+            nearby = self._nearby(source, now_ts, taken | set(page) |
+                                  set(scored.c.rows.tolist()))
+            if len(nearby):
+                extra = self.score(policy, source, self.candidates(source, nearby),
+                                   now_ts=now_ts, excluded=excluded)
+                out += self._choose(policy, source, extra, extra.eligible, page,
+                                    needed - len(out), label={"fallback": "nearby"})
+        return out
+
+    def articles_by_date(self) -> np.ndarray:
+        """Published, dated rows in date order (computed once per version)."""
+        if self._by_date is None:
+            cols = self.columns
+            dated = np.flatnonzero(cols.published & ~np.isnan(cols.timestamp))
+            self._by_date = dated[np.argsort(cols.timestamp[dated], kind="stable")]
+        return self._by_date
+
+    def _nearby(self, source: int, now_ts: float, taken: set[int]) -> np.ndarray:
+        """Up to NEARBY published rows closest in date to the source's reference date (never
+        after now), not yet taken."""
+        by_date = self.articles_by_date()
+        ts = self.columns.timestamp[by_date]
+        reference = self.reference_time(source, now_ts)
+        end = int(np.searchsorted(ts, now_ts, side="right"))
+        at = int(np.searchsorted(ts, reference))
+        lo, hi = max(0, at - NEARBY), min(end, at + NEARBY)
+        window = by_date[lo:hi]
+        if taken:
+            window = window[~np.isin(window, np.fromiter(taken, dtype=np.int64))]
+        order = np.argsort(np.abs(self.columns.timestamp[window] - reference), kind="stable")
+        nearby: np.ndarray = window[order[:NEARBY]]
+        return nearby
 
     # ------------------------------------------------------------------ overrides
 
@@ -419,85 +573,6 @@ class Ranker:
             del chosen[organic[-1]]
         return chosen
 
-    # ------------------------------------------------------------------ fallback
-
-    def recent_rows(self) -> np.ndarray:
-        """Published, dated rows, newest first (computed once per version)."""
-        if self._recent is None:
-            cols = self.columns
-            dated = np.flatnonzero(cols.published & ~np.isnan(cols.timestamp))
-            self._recent = dated[np.argsort(-cols.timestamp[dated], kind="stable")]
-        return self._recent
-
-    def _fallback(self, policy: SlotPolicy, source: int, chosen: list[Pick],
-                  shown: Sequence[int], excluded: set[int], now_ts: float, needed: int
-                  ) -> list[Pick]:
-        """Recent articles, same section first, then site-wide, passing the slot's filters.
-        A fallback link is never a copy or translation of the source, and never repeats a
-        story already on the page (the source's own story included, once represented)."""
-        cols = self.columns
-        recent = self.recent_rows()
-        recent = recent[cols.timestamp[recent] <= now_ts]  # nothing dated in the future
-        taken = excluded | {p.row for p in chosen}
-        src_section = cols.section[source]
-        tiers = []
-        if src_section >= 0:
-            tiers.append(("section", recent[cols.section[recent] == src_section]))
-        tiers.append(("site", recent))
-        out: list[Pick] = []
-        on_page = [*shown, *(p.row for p in chosen)]
-        source_taken = self._story_taken(source, on_page)
-        for label, tier_rows in tiers:
-            for start in range(0, len(tier_rows), 64):
-                block = tier_rows[start:start + 64]
-                if taken:
-                    block = block[~np.isin(block, np.fromiter(taken, dtype=np.int64))]
-                block = block[self._filters(policy, block) &
-                              self._in_time(policy, source, block, now_ts)]
-                if policy.languages != "any":
-                    block = block[~self._other_language(source, block)]
-                if not len(block):
-                    continue
-                anchors = np.asarray([source, *on_page], dtype=np.int64)
-                vectors = np.asarray(self.vectors[block], dtype=np.float32)
-                cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[anchors],
-                                                           dtype=np.float32), vectors)
-                same, translation = self._relation(anchors[:, None], block[None, :], cosine)
-                conflict = self.duplicate(source, block, cosine[0]) | translation[0] | \
-                    same[1:].any(axis=0) | (same[0] & source_taken)
-                within, _ = self._relation(block[:, None], block[None, :],
-                                           np.einsum("ik,jk->ij", vectors, vectors))
-                for j in range(len(block)):
-                    if conflict[j]:
-                        continue
-                    row = int(block[j])
-                    out.append(Pick(row, float(cosine[0, j]),
-                                    {"fallback": label, "semantic": _r(cosine[0, j])}))
-                    on_page.append(row)
-                    taken.add(row)
-                    conflict |= within[j]
-                    if same[0, j]:  # the source's story is now on the page
-                        source_taken = True
-                        conflict |= same[0]
-                    if len(out) == needed:
-                        return out
-        return out
-
 
 def _r(value: Any) -> float:
     return round(float(value), 4)
-
-
-def _components(linked: np.ndarray) -> np.ndarray:
-    """Connected-component labels of a small symmetric boolean matrix, by propagating the
-    smallest label along links until nothing changes (a few rounds for ~50 nodes; scipy's
-    csgraph costs more in conversions than the whole computation here)."""
-    labels = np.arange(len(linked))
-    sentinel = len(linked)
-    while True:
-        spread = np.where(linked, labels[None, :], sentinel).min(axis=1)
-        updated = np.minimum(labels, spread)
-        if np.array_equal(updated, labels):
-            return labels
-        labels = updated
-

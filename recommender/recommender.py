@@ -18,7 +18,6 @@ from .articles import Article, parse_datetime
 from .config import PAGE_ORDER, Config, SlotPolicy, load_config
 from .embedding import Embedder, check_model
 from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
-from .lexical import lexical_scores
 from .overrides import Overrides, OverridesFile
 from .ranking import Candidates, Pick, Ranker, Recommendation
 from .store import IndexDirectory, IndexVersion
@@ -96,8 +95,7 @@ class Recommender:
                    now=now)
 
     def _prepare(self, version: IndexVersion) -> _Live:
-        return _Live(version, Ranker(version.ids, version.position, version.vectors,
-                                     version.columns, self.config.ranking))
+        return _Live(version, Ranker(version, self.config.ranking))
 
     # ------------------------------------------------------------------ versions
 
@@ -190,14 +188,12 @@ class Recommender:
         if table is not None and table[0].shape[1] >= at_least:
             rows = np.asarray(table[0][anchor])
             keep = (rows >= 0) & (rows != source)
-            return Candidates(rows[keep][:n].astype(np.int64),
-                              np.asarray(table[1][anchor][keep][:n], dtype=np.float32),
-                              np.asarray(table[2][anchor][keep][:n], dtype=np.float32))
-        scores, rows = version.search(version.vectors[anchor], n + 2)
+            return Candidates(*(np.asarray(part[anchor][keep][:n], dtype=dtype) for part, dtype
+                                in zip(table, (np.int64, np.float32, np.float32, np.float32),
+                                       strict=True)))
+        _, rows = version.search(version.vectors[anchor], n + 2)
         keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)
-        found = rows[0][keep].astype(np.int64)[:n]
-        semantic = scores[0][keep].astype(np.float32)[:n]
-        return Candidates(found, semantic, lexical_scores(version.lexical(), anchor, found))
+        return live.ranker.candidates(anchor, rows[0][keep][:n])
 
     def _results(self, version: IndexVersion, picks: list[Pick]) -> list[Recommendation]:
         rows = version.summaries_at(p.row for p in picks)
@@ -258,11 +254,7 @@ class Recommender:
         live = self._current()
         a, b = self._position(live.version, first), self._position(live.version, second)
         anchor = live.ranker.anchor(a)
-        rows = np.array([b], dtype=np.int64)
-        semantic = np.asarray(live.version.vectors[rows] @ live.version.vectors[anchor],
-                              dtype=np.float32)
-        candidates = Candidates(rows, semantic,
-                                lexical_scores(live.version.lexical(), anchor, rows))
+        candidates = live.ranker.candidates(anchor, np.array([b], dtype=np.int64))
         score, _ = live.ranker.relevance(anchor, candidates)
         return float(score[0])
 

@@ -10,6 +10,7 @@
             index.faiss          FAISS inner-product index over the same rows
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
             lexical.npz          TF-IDF rows (scipy sparse) for the lexical score
+            names.npz            TF-IDF rows over the names each article mentions
         recommender.toml, overrides.json   (configuration and editorial overrides: they live
                                  outside versions so they survive rebuilds)
 
@@ -42,7 +43,7 @@ from .errors import IndexCorrupt, IndexLocked, IndexNotFound
 from .neighbours import Table, read_table
 from .text import normalised_title
 
-FORMAT_VERSION = 3  # 2: columns, lexical scores; 3: precomputed candidate table
+FORMAT_VERSION = 4  # 2: columns, lexical scores; 3: precomputed candidate table; 4: names
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 
 _SCHEMA = """
@@ -386,11 +387,12 @@ class IndexVersion:
         # Held open so that a lazy load still works after a newer build pruned this version.
         try:
             self._faiss_file = open(path / "index.faiss", "rb")  # noqa: SIM115
-            self._lexical_file = open(path / "lexical.npz", "rb")  # noqa: SIM115
+            self._sparse_files = {name: open(path / f"{name}.npz", "rb")  # noqa: SIM115
+                                  for name in ("lexical", "names")}
         except OSError as exc:
             raise IndexCorrupt(f"cannot read {exc.filename}: {exc.strerror}") from exc
         self._faiss: Any = None
-        self._lexical: Any = None
+        self._sparse: dict[str, Any] = {}
         try:  # memory-mapped now: the mapping outlives the pruning of this version
             self._table = read_table(path)
         except (OSError, ValueError) as exc:
@@ -402,24 +404,35 @@ class IndexVersion:
     def close(self) -> None:
         self._conn.close()
         self._faiss_file.close()
-        self._lexical_file.close()
+        for handle in self._sparse_files.values():
+            handle.close()
 
     def neighbour_table(self) -> Table | None:
-        """The precomputed candidates (rows, cosines, TF-IDF cosines), memory-mapped."""
+        """The precomputed candidates (rows, cosines, TF-IDF cosines of words and names),
+        memory-mapped."""
         return self._table
 
     def lexical(self) -> Any:
-        """The TF-IDF matrix (scipy CSR), loaded on first use."""
+        """The word TF-IDF matrix (scipy CSR), loaded on first use."""
+        return self._load_sparse("lexical")
+
+    def names(self) -> Any:
+        """The names TF-IDF matrix (scipy CSR), loaded on first use."""
+        return self._load_sparse("names")
+
+    def _load_sparse(self, name: str) -> Any:
         with self._load_lock:
-            if self._lexical is None:
+            if name not in self._sparse:
                 import scipy.sparse as sp
 
-                self._lexical_file.seek(0)
+                handle = self._sparse_files[name]
+                handle.seek(0)
                 try:
-                    self._lexical = sp.csr_matrix(sp.load_npz(self._lexical_file))
+                    self._sparse[name] = sp.csr_matrix(sp.load_npz(handle))
                 except (OSError, ValueError) as exc:
-                    raise IndexCorrupt(f"cannot read {self.path / 'lexical.npz'}: {exc}") from exc
-            return self._lexical
+                    raise IndexCorrupt(f"cannot read {self.path / (name + '.npz')}: {exc}"
+                                       ) from exc
+            return self._sparse[name]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._db_lock:

@@ -1,46 +1,135 @@
-"""Choose the relevance weights by measurement: nDCG@10 and P@10 of the relevance ranking
-(before slot policy) for several lexical/semantic/tag weightings, on labelled data.
+"""Choose the relevance model by measurement: a logistic regression over the ranking's own
+features (embedding cosine, word TF-IDF, names TF-IDF, time proximity and their products with
+proximity), fitted on the judged news-stories pages and scored on held-out queries.
 
-    python scripts/tune_relevance.py --index indexes/bbc --label-field label
-    python scripts/tune_relevance.py --index indexes/demo --label-field fixture_story
+    python scripts/tune_relevance.py [--index indexes/news-stories] [--folds 5] [--seeds 5]
 
-Build the indexes first (`recommender datasets export bbc --out bbc.jsonl`,
-`recommender build bbc.jsonl --index indexes/bbc`; `recommender demo`).
+Each fold fits on the other queries' candidates (the precomputed table the slots read:
+label = judged related or same story, unjudged = 0) and ranks the held-out queries'
+candidates. It prints the held-out same-story retrieval (P@min(5,gold), R@10), the share of
+related links at positions 3-8 (what You may also like sees once See also has taken the top),
+beside the current defaults and the plain parts, then the weights fitted on all queries as
+a `[ranking]` block. Build the index first (`python scripts/evaluate_news.py` does).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 
 from recommender import Recommender
-from recommender.config import Config, RankingConfig
-from recommender.evaluation import FieldLabels, evaluate
+from recommender.config import RankingConfig
+from recommender.datasets import judgment_files
+from recommender.evaluation import SAME_STORY, Judgments
+from recommender.ranking import Candidates, Ranker
+
+FEATURES = ("semantic", "lexical", "names", "proximity", "semantic_proximity",
+            "lexical_proximity", "names_proximity")
+
+
+def features(ranker: Ranker, source: int, c: Candidates) -> np.ndarray:
+    _, parts = ranker.relevance(source, c)
+    p = parts["proximity"]
+    columns = [parts["semantic"], parts["lexical"], parts["names"], p,
+               parts["semantic"] * p, parts["lexical"] * p, parts["names"] * p]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+def pools(rec: Recommender, labels: Judgments) -> dict[str, tuple[Candidates, np.ndarray]]:
+    """Each judged query's candidates (the precomputed table) and their features."""
+    version = rec.snapshot()
+    ranker = Ranker(version, RankingConfig())
+    table = version.neighbour_table()
+    assert table is not None, "the index has no candidate table"
+    out = {}
+    for q in labels.queries():
+        if q not in version.position:
+            continue
+        source = version.position[q]
+        keep = np.asarray(table[0][source]) >= 0
+        c = Candidates(*(np.asarray(part[source])[keep].astype(dtype) for part, dtype in
+                         zip(table, (np.int64, np.float32, np.float32, np.float32),
+                             strict=True)))
+        out[q] = (c, features(ranker, source, c))
+    return out
+
+
+def measure(ranked: dict[str, list[str]], labels: Judgments) -> dict[str, float]:
+    precision, recall, related = [], [], []
+    for q, docs in ranked.items():
+        gold = labels.with_grade(q, SAME_STORY)
+        n = min(5, len(gold))
+        precision.append(sum(d in gold for d in docs[:n]) / n)
+        recall.append(sum(d in gold for d in docs[:10]) / min(10, len(gold)))
+        related += [labels.grade(q, d) > 0 for d in docs[2:8]]
+    return {"P@min(5,gold)": float(np.mean(precision)), "R@10": float(np.mean(recall)),
+            "related@3-8": float(np.mean(related))}
+
+
+def rank(pool: dict[str, tuple[Candidates, np.ndarray]], ids: list[str], q: str,
+         score: np.ndarray) -> list[str]:
+    c, _ = pool[q]
+    return [ids[int(r)] for r in c.rows[np.argsort(-score, kind="stable")]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", required=True)
-    parser.add_argument("--label-field", required=True)
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--queries", type=int, default=None)
+    parser.add_argument("--index", default="indexes/news-stories")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--C", type=float, default=1.0, help="inverse regularisation")
     args = parser.parse_args()
-    base = Recommender.open(args.index)
-    labels = FieldLabels(args.label_field, base)
-    grid = [(1.0, 0.0, 0.0), (0.9, 0.1, 0.0), (0.85, 0.15, 0.0), (0.8, 0.2, 0.0),
-            (0.7, 0.3, 0.0), (0.6, 0.4, 0.0), (0.5, 0.5, 0.0), (0.0, 1.0, 0.0),
-            (0.85, 0.1, 0.05), (0.65, 0.3, 0.05), (0.6, 0.3, 0.1)]
-    print(f"{args.index}: labels {args.label_field}, relevance ranking (similar), k={args.k}")
-    print(f"{'semantic':>8} {'lexical':>8} {'tags':>6} {'P@k':>7} {'nDCG@k':>7} {'MRR':>7}")
-    for semantic, lexical, tags in grid:
-        ranking = RankingConfig(semantic_weight=semantic, lexical_weight=lexical,
-                                tag_weight=tags)
-        rec = Recommender.open(args.index, config=dataclasses.replace(Config(),
-                                                                      ranking=ranking))
-        result = evaluate(rec, labels, k=args.k, systems=("relevance",), queries=args.queries)
-        m = result.systems["relevance"]
-        print(f"{semantic:8.2f} {lexical:8.2f} {tags:6.2f} {m[f'precision@{args.k}']:7.3f} "
-              f"{m[f'ndcg@{args.k}']:7.3f} {m['mrr']:7.3f}")
+    rec = Recommender.open(args.index)
+    labels = Judgments(*judgment_files("news-stories"))
+    pool = pools(rec, labels)
+    ids = rec.snapshot().ids
+    queries = sorted(pool)
+
+    def target(q: str) -> np.ndarray:
+        c, _ = pool[q]
+        return np.array([labels.grade(q, ids[int(r)]) > 0 for r in c.rows], dtype=int)
+
+    defaults = RankingConfig()
+    weights = np.array([getattr(defaults, f"{name}_weight") for name in FEATURES])
+    plain: dict[str, Any] = {
+        "current defaults": lambda X: X @ weights + defaults.bias,
+        "cosine only": lambda X: X[:, 0],
+        "word TF-IDF only": lambda X: X[:, 1],
+    }
+    print(f"{args.index}: {len(queries)} judged queries, {args.folds}-fold CV x {args.seeds} "
+          "seeds (held-out queries only)")
+    print(f"{'model':<28}{'P@min(5,gold)':>15}{'R@10':>8}{'related@3-8':>13}")
+    for name, fn in plain.items():
+        m = measure({q: rank(pool, ids, q, fn(pool[q][1])) for q in queries}, labels)
+        print(f"{name:<28}{m['P@min(5,gold)']:15.3f}{m['R@10']:8.3f}{m['related@3-8']:13.3f}")
+    held_out = []
+    for seed in range(args.seeds):
+        ranked: dict[str, list[str]] = {}
+        for train, test in KFold(args.folds, shuffle=True, random_state=seed).split(queries):
+            X = np.concatenate([pool[queries[i]][1] for i in train])
+            y = np.concatenate([target(queries[i]) for i in train])
+            model = LogisticRegression(C=args.C, max_iter=5000).fit(X, y)
+            for i in test:
+                q = queries[i]
+                ranked[q] = rank(pool, ids, q, model.decision_function(pool[q][1]))
+        held_out.append(measure(ranked, labels))
+    m = {k: float(np.mean([h[k] for h in held_out])) for k in held_out[0]}
+    spread = {k: float(np.std([h[k] for h in held_out])) for k in held_out[0]}
+    print(f"{'logistic, held-out folds':<28}{m['P@min(5,gold)']:15.3f}{m['R@10']:8.3f}"
+          f"{m['related@3-8']:13.3f}")
+    print(f"{'  (std over seeds)':<28}{spread['P@min(5,gold)']:15.3f}{spread['R@10']:8.3f}"
+          f"{spread['related@3-8']:13.3f}")
+    X = np.concatenate([pool[q][1] for q in queries])
+    y = np.concatenate([target(q) for q in queries])
+    model = LogisticRegression(C=args.C, max_iter=5000).fit(X, y)
+    print("\nfitted on all queries, for recommender/config.py (RankingConfig):")
+    print(f"bias = {model.intercept_[0]:.2f}")
+    for name, weight in zip(FEATURES, model.coef_[0], strict=True):
+        print(f"{name}_weight = {weight:.2f}")
 
 
 if __name__ == "__main__":

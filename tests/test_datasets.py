@@ -171,7 +171,8 @@ def test_checksum_mismatch_is_refused(tmp_path: Path, download: FakeDownloader,
 
 def test_unknown_dataset_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown dataset 'bbc-news'; known datasets: "
-                                           "20newsgroups, bbc, reuters-r52, reuters-r8"):
+                                           "20newsgroups, bbc, news-stories, reuters-r52, "
+                                           "reuters-r8"):
         ds.fetch("bbc-news", cache_dir=tmp_path)
 
 

@@ -27,7 +27,7 @@ def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Pat
     manifest = json.loads((live / "manifest.json").read_text())
     assert manifest["model"] == "hashing:64" and manifest["dimension"] == 64
     assert manifest["count"] == 12 and manifest["metric"] == "inner_product"
-    assert manifest["format_version"] == 3 and manifest["index_type"] == "flat"
+    assert manifest["format_version"] == 4 and manifest["index_type"] == "flat"
     assert manifest["built_at"].endswith("Z")
     assert np.load(live / "vectors.npy").shape == (12, 64)
     assert (live / "index.faiss").stat().st_size > 0
@@ -36,7 +36,8 @@ def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Pat
     assert not list(tiny_index.rglob("*.pkl")) and not list(tiny_index.rglob("*.pickle"))
 
 
-def test_similar_scores_fuse_exact_cosine_and_tfidf_and_never_self(tiny_index: Path) -> None:
+def test_similar_scores_are_the_relevance_model_over_exact_parts_and_never_self(
+        tiny_index: Path) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from recommender.text import lexical_text_for
@@ -52,14 +53,21 @@ def test_similar_scores_fuse_exact_cosine_and_tfidf_and_never_self(tiny_index: P
     tfidf = TfidfVectorizer(sublinear_tf=True, strip_accents="unicode").fit_transform(
         [lexical_text_for(a) for a in rec.articles()])
     lexical = (tfidf @ tfidf[0].T).toarray().ravel()
-    weights = rec.config.ranking
+    w = rec.config.ranking
     for r in results:
         i = ids.index(r.id)
         assert r.reason["semantic"] == pytest.approx(float(exact[i]), abs=1e-4)
         assert r.reason["lexical"] == pytest.approx(float(lexical[i]), abs=1e-4)
-        assert r.score == pytest.approx(weights.semantic_weight * exact[i] +
-                                        weights.lexical_weight * lexical[i] +
-                                        weights.tag_weight * r.reason["tags"], abs=1e-4)
+        days = abs((rec.article(r.id).published_at - rec.article("t01").published_at)
+                   .total_seconds()) / 86_400
+        assert r.reason["proximity"] == pytest.approx(np.exp(-days / w.proximity_days), abs=1e-4)
+        p, names = r.reason["proximity"], r.reason["names"]
+        logit = (w.bias + w.semantic_weight * exact[i] + w.lexical_weight * lexical[i]
+                 + w.names_weight * names + w.tag_weight * r.reason["tags"]
+                 + p * (w.proximity_weight + w.semantic_proximity_weight * exact[i]
+                        + w.lexical_proximity_weight * lexical[i]
+                        + w.names_proximity_weight * names))
+        assert r.score == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-3)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
     # the raw ranking shows every status, and says which
     assert {r.id for r in results} >= HIDDEN

@@ -89,11 +89,13 @@ def test_jinja_helpers_show_what_the_recommender_shows(tiny_index: Path) -> None
     see_also, related, page_see_also, page_more, titled = \
         template.render(article={"id": "t01"}).split("/")
     page = rec.page("t01")
-    assert see_also.split() == [r.id for r in rec.related("t01", "see_also")] == ["t02"]
+    # the story's latest development first, then its best other coverage
+    assert see_also.split() == [r.id for r in rec.related("t01", "see_also")] == ["t03", "t02"]
     assert related.split() == [r.id for r in rec.related("t01", "you_may_also_like", k=2)]
     assert page_see_also.split() == [r.id for r in page["see_also"]]
     assert page_more.split() == [r.id for r in page["you_may_also_like"]]
-    assert titled.startswith("Portmere bridge collapse: divers find cause (relevance 0.")
+    assert titled.startswith("Portmere bridge rebuild to cost millions (latest development; "
+                             "relevance ")
 
 
 def test_jinja_opens_a_lazy_source_once_across_threads(tiny_index: Path) -> None:
@@ -115,7 +117,7 @@ def test_jinja_opens_a_lazy_source_once_across_threads(tiny_index: Path) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == ["t02"] * 8 and opened == [1]
+    assert results == ["t03t02"] * 8 and opened == [1]
 
 
 @pytest.mark.parametrize(("index", "article_id", "kind", "level"), [
@@ -147,7 +149,7 @@ def test_jinja_slot_fills_once_the_index_is_built(tmp_path: Path, tiny_jsonl: Pa
     template = env.from_string("{% set items = see_also(article.id) %}" + LIST)
     assert template.render(article={"id": "t01"}) == ""
     build_index(index, [tiny_jsonl], embedder=HashingEmbedder(64))
-    assert template.render(article={"id": "t01"}).startswith("t02|")
+    assert template.render(article={"id": "t01"}).startswith("t03|")
 
 
 def test_unexpected_errors_are_logged_once_with_their_traceback(
@@ -211,7 +213,7 @@ def test_django_tags_render_slots_from_settings(special_index: Path) -> None:
     index = str(special_index)
     see_also = django_render('{% related_articles article.id "see_also" as items %}' + LIST,
                              RECOMMENDER_INDEX=index)
-    assert see_also == f"t02|{escape(SPECIAL_TITLE)};"  # autoescaped
+    assert see_also.endswith(f"t02|{escape(SPECIAL_TITLE)};")  # autoescaped
     more = django_render("{% related_articles article.id k=2 as items %}" + LIST,
                          RECOMMENDER_INDEX=index)
     assert more.count("|") == 2  # one "id|title;" per link
@@ -222,8 +224,8 @@ def test_django_tags_render_slots_from_settings(special_index: Path) -> None:
                          RECOMMENDER_INDEX=index)
     expected = Recommender.open(index).page("t01")
     ids, more_ids, why = page.split("/")
-    assert ids == "t02" and more_ids.split() == [r.id for r in expected["you_may_also_like"]]
-    assert why.startswith("relevance 0.")
+    assert ids == "t03t02" and more_ids.split() == [r.id for r in expected["you_may_also_like"]]
+    assert why.startswith("latest development; relevance ")
 
 
 @pytest.mark.usefixtures("django_templates")
@@ -243,9 +245,9 @@ def test_django_opens_the_index_once_per_process(tiny_index: Path) -> None:
 @pytest.mark.usefixtures("django_templates")
 def test_django_config_setting_applies(tiny_index: Path, tmp_path: Path) -> None:
     strict = tmp_path / "strict.toml"
-    strict.write_text("[slots.see_also]\nmin_score = 0.99\n")
+    strict.write_text("[slots.see_also]\nk = 0\n")
     source = '{% related_articles article.id "see_also" as items %}' + LIST
-    assert django_render(source, RECOMMENDER_INDEX=str(tiny_index)).startswith("t02|")
+    assert django_render(source, RECOMMENDER_INDEX=str(tiny_index)).startswith("t03|")
     assert django_render(source, RECOMMENDER_INDEX=str(tiny_index),
                          RECOMMENDER_CONFIG=str(strict)) == ""
 
@@ -284,7 +286,7 @@ def test_render_writes_the_article_page(special_index: Path, tmp_path: Path) -> 
     assert "<p>The harbour bridge in Portmere collapsed at dawn." in html
     assert "<h2>See also</h2>" in html and "<h2>You may also like</h2>" in html
     page = Recommender.open(special_index).page("t01")
-    assert [r.id for r in page["see_also"]] == ["t02"] and page["you_may_also_like"]
+    assert [r.id for r in page["see_also"]] == ["t03", "t02"] and page["you_may_also_like"]
     for r in [*page["see_also"], *page["you_may_also_like"]]:
         assert f'<a href="{r.url}" title="{escape(reason_text(r.reason))}">' \
                f"{escape(r.title)}</a>" in html

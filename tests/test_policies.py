@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -43,10 +43,11 @@ def art(aid: str, words: str, days_ago: float | None = 1, **extra: Any) -> dict[
     return record
 
 
-def index_of(tmp_path: Path, records: list[dict[str, Any]], **slot_changes: Any) -> Recommender:
+def index_of(tmp_path: Path, records: list[dict[str, Any]], ranking: dict[str, Any] | None = None,
+             **slot_changes: Any) -> Recommender:
     index = tmp_path / "idx"
     build_index(index, records, embedder=HashingEmbedder(256))
-    config = Config()
+    config = Config(ranking=RankingConfig(**(ranking or {})))
     if slot_changes:
         config = dataclasses.replace(config, slots={
             name: dataclasses.replace(p, **slot_changes) for name, p in config.slots.items()})
@@ -61,53 +62,85 @@ def ids(results: list[Any]) -> list[str]:
 
 def test_relevance_is_the_configured_fusion_of_its_parts(tmp_path: Path) -> None:
     records = [art("s", BRIDGE, tags=["bridge", "port"]),
-               art("a", v(BRIDGE, "update"), tags=["bridge"]),
-               art("b", v(BRIDGE, "rebuild_plan"), tags=["port", "money"])]
+               art("a", v(BRIDGE, "update"), 2, tags=["bridge"]),
+               art("b", v(BRIDGE, "rebuild_plan"), 9, tags=["port", "money"])]
     rec = index_of(tmp_path, records)
     index = rec.path
-    weights = RankingConfig(semantic_weight=0.5, lexical_weight=0.3, tag_weight=0.2)
-    rec = Recommender.open(index, config=Config(ranking=weights), now=NOW)
+    w = RankingConfig(bias=-2.0, semantic_weight=2.0, lexical_weight=1.0, names_weight=0.5,
+                      proximity_weight=0.25, semantic_proximity_weight=1.5,
+                      lexical_proximity_weight=0.0, names_proximity_weight=0.0,
+                      proximity_days=4.0, tag_weight=3.0)
+    rec = Recommender.open(index, config=Config(ranking=w), now=NOW)
     for r in rec.similar("s"):
         parts = r.reason
-        assert set(parts) >= {"semantic", "lexical", "tags", "relevance"}
-        assert parts["relevance"] == pytest.approx(
-            0.5 * parts["semantic"] + 0.3 * parts["lexical"] + 0.2 * parts["tags"], abs=1e-3)
-    tags = {r.id: r.reason["tags"] for r in rec.similar("s")}
-    assert tags == {"a": pytest.approx(1 / 2), "b": pytest.approx(1 / 3, abs=1e-4)}  # Jaccard
+        assert set(parts) >= {"semantic", "lexical", "names", "proximity", "tags", "relevance"}
+        logit = (-2.0 + 2.0 * parts["semantic"] + 1.0 * parts["lexical"]
+                 + 0.5 * parts["names"] + 3.0 * parts["tags"]
+                 + parts["proximity"] * (0.25 + 1.5 * parts["semantic"]))
+        assert parts["relevance"] == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-3)
+    found = {r.id: r.reason for r in rec.similar("s")}
+    assert found["a"]["tags"] == pytest.approx(1 / 2)  # Jaccard
+    assert found["b"]["tags"] == pytest.approx(1 / 3, abs=1e-4)
+    # time proximity: exp(-days apart / proximity_days)
+    assert found["a"]["proximity"] == pytest.approx(math.exp(-1 / 4), abs=1e-3)
+    assert found["b"]["proximity"] == pytest.approx(math.exp(-8 / 4), abs=1e-3)
+
+
+def test_names_shared_by_two_reports_raise_their_relevance(tmp_path: Path) -> None:
+    body = "officials said the talks ended late on the second day without a statement"
+    records = [art("s", body, title="Talks in Vellmar end", body=f"In Vellmar, Anton Brisk "
+                   f"and Odile Marchetti met. {body}"),
+               art("names", body, title="Talks end", body=f"Later, Anton Brisk and Odile "
+                   f"Marchetti left Vellmar. {body}"),
+               art("plain", body, title="Talks end", body=f"Later, the two leaders left "
+                   f"the city. {body}")]
+    rec = index_of(tmp_path, records)
+    found = {r.id: r.reason for r in rec.similar("s")}
+    assert found["names"]["names"] > 0.5 and found["plain"]["names"] == 0.0
+    assert found["names"]["relevance"] > found["plain"]["relevance"]
 
 
 # ------------------------------------------------------------------ 2. freshness
 
-def test_max_age_and_half_life_are_relative_to_now(tmp_path: Path) -> None:
+def test_time_is_measured_around_the_source_date(tmp_path: Path) -> None:
+    """A fresh page measures from now; an archive page from its own date, so it still gets
+    the links of its time (and nothing dated after now is ever shown)."""
     records = [art("s", BRIDGE, 0), art("new", v(BRIDGE, "one"), 2),
-               art("old", v(BRIDGE, "two"), 400)]
-    rec = index_of(tmp_path, records, one_per_story=False, half_life_days=10.0,
-                   max_age_days=365.0, min_score=0.0)
+               art("old", v(BRIDGE, "two"), 400), art("archive", v(BRIDGE, "three"), 402),
+               art("future", v(BRIDGE, "four"), -3)]
+    rec = index_of(tmp_path, records, one_per_event=False, half_life_days=10.0,
+                   max_age_days=365.0, min_score=0.0, fallback=False)
     results = {r.id: r for r in rec.related("s", k=5)}
-    assert "old" not in results  # older than max_age_days
+    assert set(results) == {"new"}  # old ones beyond max_age_days, the future one not yet
     assert results["new"].reason["freshness"] == pytest.approx(0.5 ** (2 / 10), abs=1e-3)
+    archive = {r.id: r for r in rec.related("old", k=5)}
+    assert set(archive) == {"archive"}  # two days before it; "s" is 400 days after
+    assert archive["archive"].reason["freshness"] == pytest.approx(0.5 ** (2 / 10), abs=1e-3)
     later = Recommender.open(rec.path, config=rec.config, now=NOW + timedelta(days=10))
-    aged = {r.id: r for r in later.related("s", k=5)}["new"]
-    assert aged.reason["freshness"] == pytest.approx(0.5 ** (12 / 10), abs=1e-3)
+    assert later.related("old", k=5)[0].reason["freshness"] == pytest.approx(
+        0.5 ** (2 / 10), abs=1e-3)  # the same links as the page ages
+    assert "future" in ids(later.related("s", k=5))  # its date has come
 
 
 def test_window_relative_to_the_source_date(tmp_path: Path) -> None:
     records = [art("s", BRIDGE, 30), art("before", v(BRIDGE, "a"), 40),
                art("long_before", v(BRIDGE, "b"), 300), art("after", v(BRIDGE, "c"), 1)]
-    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0,
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0,
                    window_before_days=60.0, window_after_days=5.0, max_age_days=None)
     assert set(ids(rec.related("s", k=5))) == {"before"}
 
 
 def test_undated_articles_are_handled_explicitly(tmp_path: Path) -> None:
     records = [art("s", BRIDGE), art("undated", v(BRIDGE, "x"), None), art("dated", v(BRIDGE, "y"))]
-    keep = index_of(tmp_path, records, one_per_story=False, min_score=0.0, undated_factor=0.5)
-    result = {r.id: r for r in keep.related("s", slot="see_also", k=5)}
+    keep = index_of(tmp_path, records, one_per_event=False, min_score=0.0, undated_factor=0.5,
+                    fallback=False)
+    result = {r.id: r for r in keep.related("s", k=5)}
     assert result["undated"].reason["freshness"] == 0.5
+    assert result["undated"].reason["proximity"] == 0.0  # no date, no closeness in time
+    slot = keep.policy("you_may_also_like")
     drop = Recommender.open(keep.path, now=NOW, config=dataclasses.replace(
-        keep.config, slots={"see_also": dataclasses.replace(
-            keep.policy("see_also"), undated_factor=0.0, one_per_story=False, min_score=0.0)}))
-    assert "undated" not in ids(drop.related("s", slot="see_also", k=5))
+        keep.config, slots={slot.name: dataclasses.replace(slot, undated_factor=0.0)}))
+    assert "undated" not in ids(drop.related("s", k=5))
 
 
 # ------------------------------------------------------------------ 3. duplicates and stories
@@ -117,25 +150,49 @@ def test_never_a_copy_of_the_source(tmp_path: Path) -> None:
                art("copy", BRIDGE, title="Bridge falls in Portmere | Wire report"),
                art("same_text", BRIDGE, title="Completely different headline"),
                art("other", v(BRIDGE, "new_findings"), title="Divers report")]
-    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0)
+    rec = index_of(tmp_path, records, ranking={"story_relevance": 0.0}, one_per_event=False,
+                   min_score=0.0)
     for slot in ("see_also", "you_may_also_like"):
         shown = ids(rec.related("s", slot=slot, k=5))
         assert "copy" not in shown and "same_text" not in shown
     assert "other" in ids(rec.related("s", slot="see_also"))
 
 
-def test_one_article_per_story_by_story_id_and_by_meaning(tmp_path: Path) -> None:
+def test_one_link_per_event_by_story_id_and_by_meaning(tmp_path: Path) -> None:
     records = [art("s", BRIDGE, 5),
                art("f1", v(BRIDGE, "follow_up"), 4, story_id="st-b"),
                art("f2", v(BRIDGE, "second_follow"), 3, story_id="st-b"),
                art("g1", BANK, 2), art("g2", v(BANK, "again"), 1)]
-    rec = index_of(tmp_path, records, min_score=0.0, fallback=False)
-    page = rec.page("s")
-    shown = [r for results in page.values() for r in results]
+    rec = index_of(tmp_path, records, ranking={"event_similarity": 0.6}, min_score=0.0,
+                   fallback=False)
+    shown = rec.related("s", k=6)
     assert len({"f1", "f2"} & set(ids(shown))) == 1      # story_id
     assert len({"g1", "g2"} & set(ids(shown))) == 1      # close in meaning and date
     kept = next(r for r in shown if r.id in ("f1", "f2"))
-    assert set(kept.reason["story_collapsed_from"]) == {"f1", "f2"} - {kept.id}
+    assert set(kept.reason["event_collapsed_from"]) == {"f1", "f2"} - {kept.id}
+    # the same articles weeks apart are separate events
+    apart = [art("s", BRIDGE, 5), art("g1", BANK, 2), art("g2", v(BANK, "again"), 40)]
+    assert {"g1", "g2"} <= set(ids(index_of(
+        tmp_path / "apart", apart, ranking={"event_similarity": 0.6}, min_score=0.0,
+        fallback=False).related("s", k=6)))
+
+
+def test_a_saga_is_not_one_story(tmp_path: Path) -> None:
+    """Stories are never chained: each article is compared with the source itself, so a
+    follow-up of a follow-up that no longer resembles the source is not its story."""
+    chain = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    words = chain.split()
+    records = [art("s", " ".join(words[0:6]), 3),
+               art("near", " ".join(words[1:7]), 3),
+               art("far", " ".join(words[5:11]), 3)]
+    rec = index_of(tmp_path, records, ranking={"story_relevance": 0.5, "bias": -2.0,
+                                               "semantic_weight": 4.0, "lexical_weight": 0.0,
+                                               "names_weight": 0.0, "proximity_weight": 0.0,
+                                               "semantic_proximity_weight": 0.0,
+                                               "lexical_proximity_weight": 0.0,
+                                               "names_proximity_weight": 0.0})
+    story = ids(rec.related("s", slot="see_also", k=5))
+    assert story == ["near"]  # "far" is close to "near", not to the source
 
 
 def test_never_a_translation_of_the_source(tmp_path: Path) -> None:
@@ -143,7 +200,7 @@ def test_never_a_translation_of_the_source(tmp_path: Path) -> None:
                art("de", v(BRIDGE, "brucke"), language="de"),        # detected: same story,
                art("en2", v(BRIDGE, "new_facts"), 0.5)]              # other language, same day
     rec = index_of(tmp_path, records, languages="any", min_score=0.0,
-                   min_score_other_language=0.0, one_per_story=False)
+                   min_score_other_language=0.0, one_per_event=False)
     for slot in ("see_also", "you_may_also_like"):
         shown = ids(rec.related("s", slot=slot, k=5))
         assert "es" not in shown and "de" not in shown and "en2" in shown
@@ -155,7 +212,7 @@ def test_mmr_trades_relevance_for_variety(tmp_path: Path) -> None:
     records = [art("s", v(BRIDGE, "") + BANK),
                art("a", v(BRIDGE, "extra")), art("a2", v(BRIDGE, "extra_words")),
                art("b", v(BANK, "note"))]
-    plain = index_of(tmp_path, records, one_per_story=False, min_score=0.0, mmr_lambda=1.0,
+    plain = index_of(tmp_path, records, one_per_event=False, min_score=0.0, mmr_lambda=1.0,
                      fallback=False)
     assert ids(plain.related("s", k=2)) == ["a", "a2"]
     varied = Recommender.open(plain.path, now=NOW, config=dataclasses.replace(
@@ -173,7 +230,7 @@ def test_section_tag_paywall_and_language_filters(tmp_path: Path) -> None:
                art("paid", v(BRIDGE, "c"), paywalled=True),
                art("spanish", v(BRIDGE, "d"), 10, language="es"),  # not a translation
                art("plain", v(BRIDGE, "e"))]
-    base = dict(one_per_story=False, min_score=0.0, min_score_other_language=0.0,
+    base = dict(one_per_event=False, min_score=0.0, min_score_other_language=0.0,
                 fallback=False, k=10)
     rec = index_of(tmp_path, records, **base, languages="any", paywalled="allow")
     assert set(ids(rec.related("s"))) == {"sport", "tagged", "paid", "spanish", "plain"}
@@ -189,7 +246,7 @@ def test_section_tag_paywall_and_language_filters(tmp_path: Path) -> None:
 def test_only_published_articles_at_query_time(tmp_path: Path) -> None:
     records = [art("s", BRIDGE), art("draft", v(BRIDGE, "a"), status="draft"),
                art("gone", v(BRIDGE, "b"), status="deleted"), art("ok", v(BRIDGE, "c"))]
-    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0)
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0)
     for slot in ("see_also", "you_may_also_like"):
         assert not {"draft", "gone"} & set(ids(rec.related("s", slot=slot, k=10)))
 
@@ -199,7 +256,7 @@ def test_only_published_articles_at_query_time(tmp_path: Path) -> None:
 def test_pins_blocks_and_never_pairs(tmp_path: Path) -> None:
     records = [art("s", BRIDGE), art("a", v(BRIDGE, "a")), art("b", v(BRIDGE, "b")),
                art("far", BANK), art("c", v(BRIDGE, "c"))]
-    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0, fallback=False)
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0, fallback=False)
     edits = OverridesFile(rec.path)
     edits.pin(Pin("s", "far", "see_also", position=1))
     [first, second] = rec.related("s", slot="see_also")
@@ -220,7 +277,7 @@ def test_pins_blocks_and_never_pairs(tmp_path: Path) -> None:
 def test_a_pin_never_resurrects_a_withdrawn_or_blocked_article(tmp_path: Path) -> None:
     records = [art("s", BRIDGE), art("draft", v(BRIDGE, "a"), status="draft"),
                art("x", v(BRIDGE, "x"))]
-    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0)
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0)
     edits = OverridesFile(rec.path)
     edits.pin(Pin("s", "draft", "see_also"))
     edits.pin(Pin("s", "x", "see_also"))
@@ -253,15 +310,34 @@ def test_cli_edits_overrides(tmp_path: Path) -> None:
 
 def test_see_also_may_be_empty_but_you_may_also_like_is_filled(tmp_path: Path) -> None:
     records = [art("s", BRIDGE, section="local"),
-               art("l1", "museum sculpture painting", 3, section="local"),
+               art("l1", "museum sculpture painting harbour", 3, section="local"),
                art("l2", "library books readers", 1, section="local"),
                art("w1", "football cup final goal", 2, section="sport"),
                art("w2", "recipe sourdough bread", 4, section="food")]
-    rec = index_of(tmp_path, [*records])
+    rec = index_of(tmp_path, [*records], fallback_links=None)
     assert rec.related("s", slot="see_also") == []
     filled = rec.related("s", slot="you_may_also_like", k=4)
-    assert [(r.id, r.reason["fallback"]) for r in filled] == [
-        ("l2", "section"), ("l1", "section"), ("w1", "site"), ("w2", "site")]
+    assert len(filled) == 4 and all(r.reason["fallback"] == "below the bar" for r in filled)
+    # chosen by the same score as related links: the one sharing a word comes first
+    assert filled[0].id == "l1"
+    assert [r.score for r in filled] == sorted((r.score for r in filled), reverse=True)
+    # fallback_links: fill only up to that many
+    few = index_of(tmp_path / "few", [*records], fallback_links=2)
+    assert len(few.related("s", slot="you_may_also_like", k=4)) == 2
+
+
+def test_fallback_reaches_past_the_candidates_to_articles_of_the_same_time(
+        tmp_path: Path) -> None:
+    # The two nearest candidates are copies of the source (never shown), so the slot looks
+    # at the articles published around the source's date, and not at the distant one.
+    records = [art("s", BRIDGE, 30, title="Bridge"), art("c1", BRIDGE, 30, title="One"),
+               art("c2", BRIDGE, 30, title="Two"), art("near", "library books readers", 31),
+               art("near2", "museum sculpture painting", 28),
+               *[art(f"far{i}", f"recipe sourdough bread number{i}", 300) for i in range(70)]]
+    rec = index_of(tmp_path, records, candidates=1, fallback_links=None, half_life_days=10.0)
+    filled = rec.related("s", slot="you_may_also_like", k=2)
+    assert {r.id for r in filled} == {"near", "near2"}
+    assert [r.reason["fallback"] for r in filled] == ["nearby", "nearby"]
 
 
 # ------------------------------------------------------------------ 8. explanations
@@ -270,8 +346,8 @@ def test_explain_prints_the_parts_of_each_link(tmp_path: Path) -> None:
     rec = index_of(tmp_path, [art("s", BRIDGE), art("a", v(BRIDGE, "a"), 3)])
     out = CliRunner().invoke(main, ["related", "s", "--index", str(rec.path), "--slot",
                                     "see_also", "--explain"]).stdout
-    assert "why: relevance" in out and "semantic" in out and "lexical" in out
-    assert "freshness" in out
+    assert "why: same story; relevance" in out and "semantic" in out and "lexical" in out
+    assert "names" in out and "proximity" in out and "freshness" in out
 
 
 # ------------------------------------------------------------------ configuration
@@ -301,14 +377,3 @@ def test_config_errors_are_clear() -> None:
 def test_now_defaults_to_the_real_clock(tmp_path: Path) -> None:
     rec = index_of(tmp_path, [art("s", BRIDGE)])
     assert abs(Recommender.open(rec.path).now() - datetime.now(UTC)) < timedelta(seconds=5)
-
-
-def test_story_components_follow_chains() -> None:
-    from recommender.ranking import _components
-
-    linked = np.zeros((6, 6), dtype=bool)
-    for a, b in [(0, 1), (1, 2), (2, 3), (4, 5)]:  # 0-1-2-3 is one chain, 4-5 another
-        linked[a, b] = linked[b, a] = True
-    labels = _components(linked)
-    assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1
-    assert labels[0] != labels[4]
