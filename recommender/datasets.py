@@ -427,7 +427,9 @@ def judgment_files(name: str) -> list[Path]:
     development set's own, then the links this project judged since by the same rubric
     (`scripts/unjudged_links.py` lists the ones still missing)."""
     spec_for(name)
-    found = sorted(JUDGMENTS_DIR.glob(f"{name}*.jsonl"))
+    own = JUDGMENTS_DIR / f"{name}.jsonl"
+    found = [own] if own.is_file() else []
+    found += sorted(p for p in JUDGMENTS_DIR.glob(f"{name}-*.jsonl"))
     if not found:
         raise DatasetError(f"dataset {name!r} has no judgments")
     return found

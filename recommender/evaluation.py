@@ -442,18 +442,21 @@ def page_report(rec: Recommender, labels: Judgments, queries: Sequence[str] | No
 
 def story_retrieval(labels: Judgments, run: System, queries: Sequence[str]) -> dict[str, float]:
     """How a ranking finds the query's own story (grade 2): P@min(5, |gold|) and R@10 with
-    the denominator min(10, |gold|), averaged over queries that have gold."""
-    precision, recall = [], []
+    the denominator min(10, |gold|), averaged over queries that have gold; and the share of
+    its top 6 judged related or better (what a plain "top 6" widget would show)."""
+    precision, recall, related = [], [], []
     for q in queries:
+        ranked = [d for d, _ in run(q, 10)]
+        related += [labels.grade(q, d) > 0 for d in ranked[:6]]
         gold = labels.with_grade(q, SAME_STORY)
         if not gold:
             continue
-        ranked = [d for d, _ in run(q, 10)]
         n = min(5, len(gold))
         precision.append(sum(d in gold for d in ranked[:n]) / n)
         recall.append(sum(d in gold for d in ranked[:10]) / min(10, len(gold)))
     return {"precision@min(5,gold)": float(np.mean(precision)) if precision else math.nan,
             "recall@10": float(np.mean(recall)) if recall else math.nan,
+            "related@6": float(np.mean(related)) if related else math.nan,
             "queries": float(len(precision))}
 
 

@@ -96,6 +96,21 @@ class Candidates:
             (self.lexical, other.lexical), (self.names, other.names))))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One source's candidates with what every slot reads of them (see Ranker.prepare)."""
+
+    source: int                 # the page's article
+    anchor: int                 # the row whose vector speaks for it (see Ranker.anchor)
+    c: Candidates
+    relevance: np.ndarray       # float32, 0..1
+    parts: dict[str, np.ndarray]
+    identity: np.ndarray        # bool: a copy or a translation of the source
+    other_language: np.ndarray  # bool
+    story: np.ndarray           # bool: the source's own story
+    development: np.ndarray     # bool: a later development of it
+
+
 @dataclass
 class Scored:
     """A pool of candidates after eligibility, identity, relevance and freshness."""
@@ -155,8 +170,8 @@ class Ranker:
         """exp(-days apart / proximity_days); 0 where either article is undated."""
         ts = self.columns.timestamp
         days = np.abs(ts[rows] - ts[source]) / DAY
-        out: np.ndarray = np.nan_to_num(np.exp(-days / self.config.proximity_days),
-                                        nan=0.0).astype(np.float32)
+        out: np.ndarray = np.exp(-days / self.config.proximity_days).astype(np.float32)
+        out[np.isnan(out)] = 0.0
         return out
 
     def relevance(self, source: int, c: Candidates) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -232,7 +247,7 @@ class Ranker:
         cfg, cols = self.config, self.columns
         sa, sb = cols.story[a], cols.story[b]
         days = self._days_apart(a, b)
-        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.story_window_days)
+        close = ~(days > cfg.story_window_days)  # undated: no time apart
         same: np.ndarray = close & np.where((sa >= 0) & (sb >= 0), sa == sb,
                                             cosine >= cfg.event_similarity)
         return same
@@ -243,7 +258,7 @@ class Ranker:
         or a translation link."""
         cfg, cols = self.config, self.columns
         days = self._days_apart(source, rows)
-        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.story_window_days)
+        close = ~(days > cfg.story_window_days)  # undated: relevance alone
         tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
         story: np.ndarray = np.where(tagged, cols.story[rows] == cols.story[source],
                                      (relevance >= cfg.story_relevance) & close)
@@ -255,7 +270,7 @@ class Ranker:
         story_id (when both have one), else within development_window_days with relevance
         at least story_relevance."""
         cfg, cols = self.config, self.columns
-        later = np.nan_to_num((cols.timestamp[rows] - cols.timestamp[source]) / DAY, nan=-1.0)
+        later = (cols.timestamp[rows] - cols.timestamp[source]) / DAY  # NaN: never later
         tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
         out: np.ndarray = (later > 0) & np.where(
             tagged, cols.story[rows] == cols.story[source],
@@ -277,7 +292,7 @@ class Ranker:
         cfg = self.config
         other = self._other_language(source, rows)
         days = self._days_apart(source, rows)
-        close = np.isnan(days) | (np.nan_to_num(days) <= cfg.translation_window_days)
+        close = ~(days > cfg.translation_window_days)  # undated: no time apart
         out: np.ndarray = self._linked(source, rows) | \
             (other & (cosine >= cfg.translation_similarity) & close)
         return out
@@ -307,31 +322,39 @@ class Ranker:
         ts = float(self.columns.timestamp[source])
         return now_ts if np.isnan(ts) else min(ts, now_ts)
 
-    def score(self, policy: SlotPolicy, source: int, c: Candidates, *, now_ts: float,
-              excluded: set[int]) -> Scored:
-        """Eligibility, identity, relevance and freshness of one pool, by one set of rules
-        (the slot's candidates and its fallback pool alike)."""
+    def prepare(self, source: int, c: Candidates) -> Prepared:
+        """What does not depend on the slot, computed once per page: relevance and its
+        parts, copies and translations of the source, its story and later developments."""
+        anchor = self.anchor(source)
         rows = c.rows
-        eligible = self.columns.published[rows].copy()
+        relevance, parts = self.relevance(anchor, c)
+        return Prepared(
+            source=source, anchor=anchor, c=c, relevance=relevance, parts=parts,
+            identity=self.duplicate(anchor, rows, c.semantic) |
+            self.translation(anchor, rows, c.semantic),
+            other_language=self._other_language(anchor, rows),
+            story=self.own_story(anchor, rows, relevance),
+            development=self.development(anchor, rows, relevance))
+
+    def score(self, policy: SlotPolicy, p: Prepared, *, now_ts: float, excluded: set[int]
+              ) -> Scored:
+        """Eligibility and freshness of one pool under a slot's policy, by one set of rules
+        (the slot's candidates and its fallback pool alike)."""
+        rows, source = p.c.rows, p.anchor
+        eligible = self.columns.published[rows] & ~p.identity
         if excluded:
             eligible &= ~np.isin(rows, np.fromiter(excluded, dtype=np.int64))
         eligible &= self._filters(policy, rows)
-        other_language = self._other_language(source, rows)
         if policy.languages == "same":
-            eligible &= ~other_language
+            eligible &= ~p.other_language
         reference = self.reference_time(source, now_ts)
         eligible &= self._in_time(policy, source, rows, reference, now_ts)
-        eligible &= ~self.duplicate(source, rows, c.semantic)
-        eligible &= ~self.translation(source, rows, c.semantic)
-        relevance, parts = self.relevance(source, c)
-        story = self.own_story(source, rows, relevance)
-        development = self.development(source, rows, relevance)
         if policy.scope == "story":
-            eligible &= story | (development if policy.latest_first else False)
-        bar = np.where(other_language, policy.min_score_other_language,
+            eligible &= p.story | (p.development if policy.latest_first else False)
+        bar = np.where(p.other_language, policy.min_score_other_language,
                        policy.min_score).astype(np.float32)
-        return Scored(c, eligible, relevance, self._freshness(policy, rows, reference), parts,
-                      other_language, story, development, bar)
+        return Scored(p.c, eligible, p.relevance, self._freshness(policy, rows, reference),
+                      p.parts, p.other_language, p.story, p.development, bar)
 
     def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, reference: float,
                  now_ts: float) -> np.ndarray:
@@ -384,19 +407,19 @@ class Ranker:
 
     # ------------------------------------------------------------------ selection
 
-    def select(self, policy: SlotPolicy, source: int, c: Candidates, *, now: datetime,
+    def select(self, policy: SlotPolicy, prepared: Prepared, *, now: datetime,
                overrides: Overrides, shown: Sequence[int] = (), reserved: Iterable[int] = (),
                k: int | None = None) -> list[Pick]:
-        """What `policy` shows for `source`. `shown`: rows already on the page (earlier slots),
-        never repeated, never copied, and their events taken; `reserved`: rows pinned in
-        other slots."""
+        """What `policy` shows for the prepared source. `shown`: rows already on the page
+        (earlier slots), never repeated, never copied, and their events taken; `reserved`:
+        rows pinned in other slots."""
         limit = policy.k if k is None else k
         blocked, never = self._override_rows(overrides)
         now_ts = now.timestamp()
-        page_source, source = source, self.anchor(source)
+        page_source, source = prepared.source, prepared.anchor
         excluded = set(shown) | set(reserved) | blocked | never.get(page_source, set()) | \
             {page_source, source}
-        scored = self.score(policy, source, c, now_ts=now_ts, excluded=excluded)
+        scored = self.score(policy, prepared, now_ts=now_ts, excluded=excluded)
         chosen = self._choose(policy, source, scored, scored.eligible &
                               (scored.relevance >= scored.bar), list(shown), limit)
         chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit)
@@ -417,31 +440,30 @@ class Ranker:
         if limit <= 0 or len(index) == 0:
             return []
         rows = scored.c.rows[index]
-        n_page = len(page)
-        nodes = np.concatenate([np.asarray(page, dtype=np.int64), rows])
-        vectors = np.asarray(self.vectors[nodes], dtype=np.float32)
-        # einsum, not `@`: a ~50x50 product through a multithreaded BLAS costs 35 us on an
-        # idle machine but milliseconds when the cores are busy (thread hand-offs), which is
-        # the normal state of a server. einsum runs in this thread: ~120 us, every time.
-        cosine = np.einsum("ik,jk->ij", vectors, vectors)
-        conflict = self.duplicate(nodes[:, None], nodes[None, :], cosine)
-        if policy.one_per_event:
-            conflict |= self.same_event(nodes[:, None], nodes[None, :], cosine)
-        remaining = ~conflict[:n_page, n_page:].any(axis=0) if n_page else \
-            np.ones(len(index), dtype=bool)
-        conflict = conflict[n_page:, n_page:]
-        pairwise = cosine[n_page:, n_page:]
+        vectors = np.asarray(self.vectors[rows], dtype=np.float32)
+        remaining = np.ones(len(index), dtype=bool)
+        if page:  # never a copy of, or (one_per_event) the same event as, a link on the page
+            on_page = np.asarray(page, dtype=np.int64)
+            # einsum, not `@`: a small product through a multithreaded BLAS costs tens of us
+            # on an idle machine but milliseconds when the cores are busy (thread hand-offs),
+            # the normal state of a server. einsum runs in this thread, every time as fast.
+            cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[on_page], dtype=np.float32),
+                               vectors)
+            remaining &= ~self._conflict(policy, on_page[:, None], rows[None, :], cosine).any(0)
+        # Cosines to the links picked so far, one row per pick (no pool x pool product).
+        nearest = np.full(len(index), -np.inf, dtype=np.float32)
         tier = scored.other_language[index].astype(np.int8) if policy.languages == "same_first" \
             else np.zeros(len(index), dtype=np.int8)
         base = scored.score[index].astype(np.float64)
-        dates = np.nan_to_num(self.columns.timestamp[rows], nan=-np.inf)
+        dates = self.columns.timestamp[rows].copy()
+        dates[np.isnan(dates)] = -np.inf
         picked: list[int] = []
         out: list[Pick] = []
         lam = policy.mmr_lambda
         while len(out) < limit and remaining.any():
             value = base.copy()
             if picked and lam < 1.0:
-                value = lam * base - (1.0 - lam) * pairwise[:, picked].max(axis=1)
+                value = lam * base - (1.0 - lam) * nearest
             value[~remaining] = -np.inf
             value[tier != tier[remaining].min()] = -np.inf
             latest = False
@@ -466,14 +488,25 @@ class Ranker:
                     reason["latest"] = True
             if scored.other_language[i]:
                 reason["other_language"] = True
-            collapsed = np.flatnonzero(conflict[j] & remaining)
-            collapsed = collapsed[collapsed != j]
+            cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
+            nearest = np.maximum(nearest, cosine_j)
+            conflict = self._conflict(policy, rows[j], rows, cosine_j)
+            remaining[j] = False
+            collapsed = np.flatnonzero(conflict & remaining)
             if len(collapsed):
                 reason["event_collapsed_from"] = [self.ids[int(rows[x])] for x in collapsed]
-            remaining &= ~conflict[j]
-            remaining[j] = False
+            remaining &= ~conflict
             picked.append(j)
             out.append(Pick(int(rows[j]), float(base[j]), reason))
+        return out
+
+    def _conflict(self, policy: SlotPolicy, a: np.ndarray | int, b: np.ndarray,
+                  cosine: np.ndarray) -> np.ndarray:
+        """Rows that may not stand beside each other (broadcast): copies, and with
+        one_per_event two links of one event."""
+        out = self.duplicate(a, b, cosine)
+        if policy.one_per_event:
+            out |= self.same_event(np.asarray(a), b, cosine)
         return out
 
     def _fallback(self, policy: SlotPolicy, source: int, scored: Scored, chosen: list[Pick],
@@ -493,7 +526,7 @@ class Ranker:
             nearby = self._nearby(source, now_ts, taken | set(page) |
                                   set(scored.c.rows.tolist()))
             if len(nearby):
-                extra = self.score(policy, source, self.candidates(source, nearby),
+                extra = self.score(policy, self.prepare(source, self.candidates(source, nearby)),
                                    now_ts=now_ts, excluded=excluded)
                 out += self._choose(policy, source, extra, extra.eligible, page,
                                     needed - len(out), label={"fallback": "nearby"})

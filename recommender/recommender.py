@@ -223,13 +223,14 @@ class Recommender:
         source = self._position(live.version, article_id)
         candidates = self._candidates(live, source, max(policy.candidates, k or 0),
                                       at_least=k or policy.k)
-        picks = live.ranker.select(policy, source, candidates, now=self.now(),
-                                   overrides=self.overrides(), k=k)
+        picks = live.ranker.select(policy, live.ranker.prepare(source, candidates),
+                                   now=self.now(), overrides=self.overrides(), k=k)
         return self._results(live.version, picks)
 
     def page(self, article_id: str) -> dict[str, list[Recommendation]]:
-        """Every slot of one page. No article appears twice on the page and, where a slot
-        keeps one article per story, no story twice; earlier slots (see_also) choose first."""
+        """Every slot of one page. No article appears twice on the page, nor a copy of a link
+        already on it, and where a slot keeps one link per event, no event twice; earlier
+        slots (see_also) choose first."""
         live = self._current()
         version, ranker = live.version, live.ranker
         source = self._position(version, article_id)
@@ -238,13 +239,14 @@ class Recommender:
         candidates = self._candidates(live, source, max(p.candidates for p in policies),
                                       at_least=max(p.k for p in policies))
         now, overrides = self.now(), self.overrides()
+        prepared = ranker.prepare(source, candidates)
         pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
         shown: list[int] = []
         out: dict[str, list[Recommendation]] = {}
         for policy in policies:
             reserved = {r for name, rows in pinned.items() if name != policy.name for r in rows}
-            picks = ranker.select(policy, source, candidates, now=now, overrides=overrides,
-                                  shown=shown, reserved=reserved)
+            picks = ranker.select(policy, prepared, now=now, overrides=overrides, shown=shown,
+                                  reserved=reserved)
             shown.extend(p.row for p in picks)
             out[policy.name] = self._results(version, picks)
         return out

@@ -9,6 +9,11 @@ product of the same size in the same run; the one-off open time; p50/p99 of `rel
 `page()` from Python; resident memory.
 
     python scripts/bench_related.py [--articles 100000] [--queries 2000]
+                                    [--news-index indexes/news-stories] [--news-only]
+
+When the real news-stories index exists (`python scripts/evaluate_news.py` builds it), it
+also times `page()` for every one of its 3,823 articles as of 2017-04-01 and as of today (an
+archive, where the slots measure time around each article's own date).
 """
 
 from __future__ import annotations
@@ -128,11 +133,35 @@ def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000, q))
 
 
+def news_page_latency(index: Path) -> None:
+    """page() p50/p99 over every article of the real news index, at two clocks."""
+    for label, now in (("as of 2017-04-01", datetime(2017, 4, 1, tzinfo=UTC)),
+                       ("as of today", None)):
+        rec = Recommender.open(index, now=now)
+        ids = rec.ids()
+        for article_id in ids[:50]:  # warm-up: lazy loads, caches
+            rec.page(article_id)
+        samples = []
+        for article_id in ids:
+            t0 = time.perf_counter()
+            rec.page(article_id)
+            samples.append(time.perf_counter() - t0)
+        print(f"news-stories page(), {len(ids):,} articles, {label:<17} p50 "
+              f"{percentile_ms(samples, 50):6.3f} ms   p99 {percentile_ms(samples, 99):6.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--news-index", type=Path, default=Path("indexes/news-stories"))
+    parser.add_argument("--news-only", action="store_true",
+                        help="only the real news index, no synthetic build")
     args = parser.parse_args()
+    if (args.news_index / "CURRENT").is_file():
+        news_page_latency(args.news_index)
+    if args.news_only:
+        return
     n = args.articles
     clusters = max(n // 40, 2)
     with tempfile.TemporaryDirectory() as tmp:

