@@ -148,7 +148,9 @@ class Ranker:
         self.version = version
         self.ids = version.ids
         self.position = version.position
-        self.vectors = version.vectors
+        # A plain array over the same memory map: slicing a np.memmap costs a subclass
+        # round trip on every access of the serving path.
+        self.vectors = np.asarray(version.vectors)
         self.columns = version.columns
         self.config = config
         self._by_date: np.ndarray | None = None
@@ -343,7 +345,7 @@ class Ranker:
         rows, source = p.c.rows, p.anchor
         eligible = self.columns.published[rows] & ~p.identity
         if excluded:
-            eligible &= ~np.isin(rows, np.fromiter(excluded, dtype=np.int64))
+            eligible &= ~_member(rows, excluded)
         eligible &= self._filters(policy, rows)
         if policy.languages == "same":
             eligible &= ~p.other_language
@@ -518,7 +520,7 @@ class Ranker:
         page = [*shown, *(p.row for p in chosen)]
         taken = excluded | set(page)
         below = scored.eligible & (scored.relevance < scored.bar) & \
-            ~np.isin(scored.c.rows, np.fromiter(taken, dtype=np.int64))
+            ~_member(scored.c.rows, taken)
         out = self._choose(policy, source, scored, below, page, needed,
                            label={"fallback": "below the bar"})
         if len(out) < needed:
@@ -551,7 +553,7 @@ class Ranker:
         lo, hi = max(0, at - NEARBY), min(end, at + NEARBY)
         window = by_date[lo:hi]
         if taken:
-            window = window[~np.isin(window, np.fromiter(taken, dtype=np.int64))]
+            window = window[~_member(window, taken)]
         order = np.argsort(np.abs(self.columns.timestamp[window] - reference), kind="stable")
         nearby: np.ndarray = window[order[:NEARBY]]
         return nearby
@@ -609,3 +611,8 @@ class Ranker:
 
 def _r(value: Any) -> float:
     return round(float(value), 4)
+
+
+def _member(rows: np.ndarray, among: set[int]) -> np.ndarray:
+    """rows in `among`, elementwise: a set lookup per row beats np.isin at ~50 rows."""
+    return np.fromiter((row in among for row in rows.tolist()), dtype=bool, count=len(rows))
