@@ -3,7 +3,12 @@
     RecommenderError
     ├── IndexNotFound        no index at the given path (or never built)
     ├── IndexCorrupt         a file of the index is missing, truncated or inconsistent
-    ├── IndexLocked          another build or update holds the index lock
+    ├── IndexLocked          another build or update holds the index lock (or an editor
+    │                        holds the overrides lock longer than the timeout)
+    ├── StorageError         a write failed: disk full, read-only or not permitted (with the
+    │                        cause); what was half written is removed
+    ├── RemovalRefused       a build would remove more of the index than allowed (an empty
+    │                        or truncated export): nothing was published
     ├── ModelMismatch        the index was built with another model or dimension
     ├── ArticleNotFound      an id that is not in the index
     ├── UnknownSlot          a slot name that no policy defines
@@ -32,6 +37,14 @@ class IndexCorrupt(RecommenderError):
 
 
 class IndexLocked(RecommenderError):
+    pass
+
+
+class StorageError(RecommenderError):
+    pass
+
+
+class RemovalRefused(RecommenderError):
     pass
 
 
