@@ -16,6 +16,8 @@
     ├── InvalidArticle       one record breaks the article rules (carries file, line, reason)
     ├── InvalidInput         --strict run with invalid records: nothing was published
     ├── ConfigError          recommender.toml or an override file is wrong
+    │   └── InvalidOverride  an editorial command that breaks a rule (an article paired or
+    │                        pinned with itself, an --until in the past)
     └── DatasetError         a public dataset cannot be fetched or verified
 """
 
@@ -92,6 +94,10 @@ class InvalidInput(RecommenderError):
 
 class ConfigError(RecommenderError):
     pass
+
+
+class InvalidOverride(ConfigError):
+    exit_code = 2
 
 
 class DatasetError(RecommenderError):

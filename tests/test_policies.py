@@ -209,7 +209,8 @@ def test_pins_blocks_and_never_pairs(tmp_path: Path) -> None:
     edits.never_pair("s", "b")
     shown = [r.id for v in rec.page("s").values() for r in v]
     assert "a" not in shown and "b" not in shown and shown.count("far") == 1
-    edits.pin(Pin("s", "c", "see_also", position=1, until=NOW - timedelta(days=1)))
+    edits.pin(Pin("s", "c", "see_also", position=1, until=NOW - timedelta(days=1)),
+              now=NOW - timedelta(days=2))  # pinned while it still had a day to go
     assert "c" not in ids(rec.related("s", slot="see_also")[:1])  # expired pin
     # overrides survive a rebuild
     build_index(rec.path, records, embedder=HashingEmbedder(256))
@@ -240,7 +241,7 @@ def test_cli_edits_overrides(tmp_path: Path) -> None:
     assert '"target": "b"' in shown and '"reason": "legal"' in shown
     out = runner.invoke(main, ["related", "s", "--index", index, "--slot", "see_also",
                                "--explain"]).stdout
-    assert "[pinned]" in out and "pinned until 2030-01-01" in out
+    assert "[pinned]" in out and "pinned until 2030-01-02T00:00:00Z" in out  # day included
     assert runner.invoke(main, ["unpin", "s", "b", "--index", index]).stdout.strip() == \
         "removed 1 pin(s)"
     assert runner.invoke(main, ["unblock", "a", "--index", index]).stdout.strip() == \

@@ -358,6 +358,10 @@ def test_a_read_only_index_is_a_one_line_error(small_disk: Path, tiny_jsonl: Pat
     assert result.stderr.strip() == \
         f"Error: cannot write the index at {index}: read-only file system ({index}/.lock)"
     assert len(Recommender.open(index)) == 12  # still readable
+    result = CliRunner().invoke(main, ["block", "t02", "--index", str(index)])
+    assert result.exit_code == 1 and result.stderr.strip() == \
+        f"Error: cannot write {index}/overrides.json: read-only file system " \
+        f"({index}/.overrides.lock)"
 
 
 def test_a_truncated_vectors_file_is_a_clear_error_and_readers_keep_their_version(
