@@ -313,3 +313,17 @@ def test_story_components_follow_chains() -> None:
     labels = _components(linked)
     assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1
     assert labels[0] != labels[4]
+
+
+def test_a_published_article_dated_in_the_future_is_held_back_until_its_date(
+        tmp_path: Path) -> None:
+    records = [art("s", BRIDGE), art("soon", v(BRIDGE, "soon"), -3), art("b", v(BRIDGE, "b"))]
+    rec = index_of(tmp_path, records, one_per_story=False, min_score=0.0)
+    OverridesFile(rec.path).pin(Pin("s", "soon", "see_also"), now=NOW)
+    for slot in ("see_also", "you_may_also_like"):
+        assert "soon" not in ids(rec.related("s", slot=slot, k=5))
+    assert "soon" not in [r.id for v in rec.page("s").values() for r in v]
+    later = Recommender.open(rec.path, config=rec.config, now=NOW + timedelta(days=3, hours=1))
+    [first, *_] = later.related("s", slot="see_also")
+    assert first.id == "soon" and first.reason["pinned"]
+    assert "soon" in ids(later.related("s", slot="you_may_also_like", k=5))
