@@ -282,7 +282,7 @@ def test_toml_next_to_the_index_configures_slots(tmp_path: Path) -> None:
     (rec.path / "recommender.toml").write_text(
         "[ranking]\nlexical_weight = 0.0\nsemantic_weight = 1.0\n"
         "[slots.see_also]\nk = 1\nmin_score = 0.3\n"
-        "[slots.sidebar]\nk = 3\nfallback = true\n")
+        "[slots.sidebar]\nnew = true\nk = 3\nfallback = true\n")
     config = load_config(rec.path)
     assert config.slots["see_also"].k == 1 and config.slots["see_also"].min_score == 0.3
     assert config.slots["sidebar"] == SlotPolicy(name="sidebar", k=3, fallback=True)

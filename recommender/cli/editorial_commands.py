@@ -83,15 +83,13 @@ def pin(source: str, target: str, index: str, slot: str, position: int,
         raise CommandError(str(exc), 2) from exc
     _check_slot(index, slot)
     now = datetime.now(UTC)
-    files = OverridesFile(index)
-    current = files.load()
-    saved = files.pin(Pin(source, target, slot, position, expires), now=now)
-    _check_ids(index, source, target, now=now)
-    if target in current.blocks:
-        _warn(f"{target!r} is blocked: the pin shows nothing until it is unblocked")
-    if frozenset((source, target)) in current.never_pair:
-        _warn(f"{source!r} and {target!r} are a never-pair: the pin shows nothing")
+    saved = OverridesFile(index).pin(Pin(source, target, slot, position, expires), now=now)
     _report(saved)
+    _check_ids(index, source, target, now=now)
+    if target in saved.blocks:
+        _warn(f"{target!r} is blocked: the pin shows nothing until it is unblocked")
+    if frozenset((source, target)) in saved.never_pair:
+        _warn(f"{source!r} and {target!r} are a never-pair: the pin shows nothing")
     click.echo(f"pinned {target} at {slot}[{position}] on {source}"
                + (f" until {until} (lapses at {format_datetime(expires)})" if expires else ""))
 
@@ -149,9 +147,7 @@ def never_pair(first: str, second: str, index: str, remove: bool) -> None:
 @reports_errors
 def overrides(index: str) -> None:
     """Print the editorial overrides of an index (the JSON file they are stored in)."""
-    current = OverridesFile(index).load()
-    _report(current)
-    echo_json(current.to_dict())
+    echo_json(OverridesFile(index).load().to_dict())  # what it had to drop is logged
 
 
 COMMANDS = [pin, unpin, block, unblock, never_pair, overrides]
