@@ -201,3 +201,32 @@ def test_a_url_that_is_not_http_or_relative_is_never_kept_as_a_link(url: str) ->
 def test_http_and_relative_urls_are_kept(url: str) -> None:
     [article] = read_articles([{"id": "x", "title": "T", "body": "b", "url": url}]).articles
     assert article.url == url
+
+
+def test_many_records_with_one_problem_print_a_few_lines_and_a_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recommender.articles import Problem
+    from recommender.build import BuildReport
+    from recommender.cli.index_commands import print_report
+
+    report = BuildReport(index="i", problems=[
+        Problem("big.jsonl", n, "empty body: only the title is embedded", f"x{n}", "warning")
+        for n in range(1, 200_001)])
+    print_report(report, as_json=False, quiet=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"big.jsonl:{n} (id 'x{n}'): warning: empty body: only the title is "
+                     "embedded" for n in (1, 2, 3)] + \
+        ["warning: 199,997 more like this: empty body: only the title is embedded"]
+
+
+def test_a_build_of_many_tiny_records_reports_each_kind_of_problem_briefly(
+        tmp_path: Path) -> None:
+    source = tmp_path / "tiny.jsonl"
+    source.write_text("".join(json.dumps({"id": f"x{i}", "title": f"Title {i}"}) + "\n"
+                              for i in range(2_000)) + '{"id": "bad"}\n')
+    result = CliRunner().invoke(main, ["build", str(source), "--index", str(tmp_path / "i"),
+                                       "--model", "hashing:64", "--neighbours", "5"])
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5 and "1,997 more like this: empty body" in lines[3]
+    assert lines[4].endswith("error: missing or empty title")

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..articles import Problem
 from ..build import MAX_REMOVED_SHARE, BuildReport, build_index, rollback
 from ..embedding import ProgressCallback
 from ..neighbours import DEFAULT_N
@@ -69,8 +70,7 @@ def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
     if as_json:
         echo_json(report.to_dict())
     else:
-        for problem in report.problems:
-            click.echo(str(problem), err=True)
+        print_problems(report.problems)
         if not quiet:
             click.echo(
                 f"{report.index}: version {report.version}, {report.total} articles "
@@ -80,6 +80,30 @@ def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
                 f"{report.embedded} in {report.embed_seconds:.1f}s, total {report.seconds:.1f}s")
     if report.invalid:
         raise click.exceptions.Exit(EXIT_INVALID_RECORDS)
+
+
+# A run over a bad export can have a problem per record: the first few of each kind are
+# shown, then one line that counts the rest (`--json` lists every one).
+SHOWN_PER_REASON = 3
+SHOWN_IN_ALL = 100
+
+
+def print_problems(problems: list[Problem]) -> None:
+    by_reason: dict[tuple[str, str], list[Problem]] = {}
+    for problem in problems:
+        by_reason.setdefault((problem.severity, problem.reason), []).append(problem)
+    shown = 0
+    for (severity, reason), group in by_reason.items():
+        for problem in group[:SHOWN_PER_REASON]:
+            if shown < SHOWN_IN_ALL:
+                click.echo(str(problem), err=True)
+            shown += 1
+        if len(group) > SHOWN_PER_REASON and shown < SHOWN_IN_ALL:
+            click.echo(f"{severity}: {len(group) - SHOWN_PER_REASON:,} more like this: {reason}",
+                       err=True)
+    if shown > SHOWN_IN_ALL:
+        click.echo(f"... {shown - SHOWN_IN_ALL:,} more problems not shown (--json lists every "
+                   "one)", err=True)
 
 
 def _common_build_options(func: Any) -> Any:
