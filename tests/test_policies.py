@@ -299,7 +299,9 @@ def test_config_errors_are_clear() -> None:
         parse_config({"slot": {}})
 
 
-def test_now_defaults_to_the_real_clock(tmp_path: Path) -> None:
+def test_now_defaults_to_the_real_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.delenv("RECOMMENDER_NOW")
     rec = index_of(tmp_path, [art("s", BRIDGE)])
     assert abs(Recommender.open(rec.path).now() - datetime.now(UTC)) < timedelta(seconds=5)
 
