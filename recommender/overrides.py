@@ -230,7 +230,7 @@ class OverridesFile:
                 what = "no good copy to fall back on: NO pins, blocks or never-pairs apply"
         logger.error("editorial overrides: %s; %s", problem, what)
         return Overrides(current.pins, current.blocks, current.never_pair,
-                         (*current.problems, f"{problem}; {what}"))
+                         (f"{problem}; {what}",))
 
     # Editing helpers used by the CLI: each reads the newest file, changes one thing and
     # saves, under a lock so that two editors never lose each other's change.
