@@ -21,6 +21,8 @@ from .errors import (
     InvalidInput,
     ModelMismatch,
     RecommenderError,
+    RemovalRefused,
+    StorageError,
     UnknownSlot,
 )
 from .ranking import Recommendation
@@ -34,7 +36,8 @@ __all__ = [
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
     "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",
     "Recommender",
-    "RecommenderError", "SentenceTransformerEmbedder", "SlotPolicy", "UnknownSlot",
+    "RecommenderError", "RemovalRefused", "SentenceTransformerEmbedder", "SlotPolicy",
+    "StorageError", "UnknownSlot",
     "build_index", "load_articles", "load_config", "load_embedder", "read_articles",
     "sample_corpus_path",
 ]

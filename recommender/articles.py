@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import InputError, InvalidArticle
 
@@ -124,7 +126,33 @@ def parse_datetime(value: Any, field_name: str) -> datetime | None:
         raise ValueError(f"{field_name} must be an ISO 8601 string, got {type(value).__name__}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is before the first representable UTC
+        raise ValueError(f"{field_name} is out of range: {value!r}") from None
+
+
+# What browsers drop before reading a URL: tabs and newlines anywhere, and leading or
+# trailing control characters and spaces ("java\tscript:" is still javascript:).
+_URL_IGNORED = re.compile(r"[\t\n\r]")
+_URL_PADDING = "".join(chr(i) for i in range(33))
+LINK_SCHEMES = ("http", "https")
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is safe to render as a link (http, https, or relative), else None:
+    `javascript:`, `data:` and any other scheme, in any case and with any padding, never
+    become a clickable href."""
+    if not url:
+        return None
+    cleaned = _URL_IGNORED.sub("", url).strip(_URL_PADDING)
+    if not cleaned:
+        return None
+    try:
+        scheme = urlsplit(cleaned).scheme
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
+    return cleaned if scheme == "" or scheme.lower() in LINK_SCHEMES else None
 
 
 def _optional_str(record: Mapping[str, Any], name: str) -> str | None:
@@ -176,9 +204,17 @@ def article_from_record(record: Mapping[str, Any], *, tags_separator: str | None
     if len(body) > MAX_BODY_CHARS:
         warnings.append(f"body of {len(body):,} characters cut to {MAX_BODY_CHARS:,}")
         body = body[:MAX_BODY_CHARS]
-    status = record.get("status") or "published"
+    raw_status = record.get("status") or "published"
+    if not isinstance(raw_status, str):
+        raise ValueError(f"status must be a string, got {type(raw_status).__name__}")
+    status = raw_status.strip().lower()  # CMS exports write "DELETED", "Draft", ...
     if status not in STATUSES:
-        raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+        raise ValueError(f"unknown status {raw_status!r} "
+                         f"(expected one of {', '.join(STATUSES)}, in any case)")
+    url = _optional_str(record, "url")
+    if url is not None and safe_url(url) is None:
+        warnings.append(f"url {url[:80]!r} is not http(s) or relative: it is not linked")
+        url = None
     tags_value = record.get("tags")
     if tags_value is None or tags_value == "":
         tags: tuple[str, ...] = ()
@@ -192,7 +228,7 @@ def article_from_record(record: Mapping[str, Any], *, tags_separator: str | None
         id=article_id,
         title=title.strip(),
         body=body,
-        url=_optional_str(record, "url"),
+        url=safe_url(url),
         published_at=parse_datetime(record.get("published_at"), "published_at"),
         updated_at=parse_datetime(record.get("updated_at"), "updated_at"),
         section=_optional_str(record, "section"),
@@ -225,26 +261,53 @@ def _records_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(text)
             except json.JSONDecodeError as exc:
                 yield number, ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+            except RecursionError:
+                yield number, ValueError("invalid record: JSON nested too deeply")
 
 
 def _records_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    """(first line of the record, row dict or an exception). Quoting is strict: a quote left
+    open is an error on the line where its record starts, and reading resumes on the next
+    line, so one broken row never swallows the rows after it."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         # Decode line by line to name the bad rows instead of refusing the whole file.
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        return
-    for row in reader:
-        number = reader.line_num
-        if None in row:
-            yield number, ValueError("more values than columns")
+    lines = io.StringIO(text, newline="").readlines()
+    header: list[str] | None = None
+    start = 0  # index in `lines` where the current reader starts
+    while start < len(lines):
+        reader = csv.reader(lines[start:], strict=True)
+        consumed = 0  # lines of `lines[start:]` read by complete records
+        try:
+            for row in reader:
+                first = start + consumed + 1  # 1-based line where this record starts
+                consumed = reader.line_num
+                if not row:
+                    continue
+                if header is None:
+                    header = row
+                    continue
+                yield first, _csv_record(header, row)
+        except csv.Error as exc:
+            first = start + consumed + 1
+            if header is None:
+                raise InputError(f"cannot read input {str(path)!r}: line {first}: "
+                                 f"invalid CSV header ({exc})") from None
+            yield first, ValueError(f"invalid CSV: {exc} (a quote opened on this line is "
+                                    "not closed properly)")
+            start = first  # resume on the line after the record's first line
             continue
-        if any(isinstance(v, str) and _has_surrogates(v) for v in row.values()):
-            yield number, ValueError("not valid UTF-8")
-            continue
-        yield number, {k: v for k, v in row.items() if v not in (None, "")}
+        break
+
+
+def _csv_record(header: list[str], row: list[str]) -> dict[str, str] | ValueError:
+    if len(row) > len(header):
+        return ValueError("more values than columns")
+    if any(_has_surrogates(v) for v in row):
+        return ValueError("not valid UTF-8")
+    return {k: v for k, v in zip(header, row, strict=False) if v != ""}
 
 
 def _has_surrogates(value: str) -> bool:
@@ -275,9 +338,12 @@ def read_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path
             rid = record.get("id") if isinstance(record, Mapping) else None
             try:
                 article, warnings = article_from_record(record, tags_separator=separator)
-            except ValueError as exc:
-                report.problems.append(Problem(source, number, str(exc),
-                                               str(rid) if rid is not None else None))
+            except (ValueError, RecursionError, OverflowError) as exc:
+                # Whatever one record holds, it costs that record, never the run.
+                reason = str(exc) if isinstance(exc, ValueError) else \
+                    f"invalid record: {type(exc).__name__}: {exc}"
+                report.problems.append(Problem(source, number, reason,
+                                               str(rid) if isinstance(rid, (str, int)) else None))
                 continue
             for warning in warnings:
                 report.problems.append(Problem(source, number, warning, article.id, "warning"))

@@ -17,7 +17,7 @@ import numpy as np
 
 from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
-from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch
+from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, RemovalRefused
 from .lexical import fit_lexical, fit_names, write_lexical
 from .neighbours import (
     DEFAULT_N,
@@ -31,8 +31,11 @@ from .store import (
     IndexDirectory,
     IndexVersion,
     Manifest,
+    article_row,
     build_columns,
+    crash_point,
     now_iso,
+    storage_errors,
     write_articles,
     write_columns,
     write_manifest,
@@ -40,10 +43,16 @@ from .store import (
 )
 from .text import content_hash, embed_text_for
 
+# A full build that would remove more than this share of the live index is refused: an
+# empty, header-only or truncated export looks exactly like "every other article is gone".
+MAX_REMOVED_SHARE = 0.2
+
 
 @dataclass
 class BuildReport:
-    """What a build or update did. `embedded` = added + changed (+ all, after a model change)."""
+    """What a build or update did. `changed`: records whose content differs from the live
+    version in any field; `embedded`: how many needed a new vector (added, or changed in the
+    text the model reads, or everything after a model change)."""
 
     index: str
     version: str | None = None
@@ -78,12 +87,17 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 *, model: str | None = None, embedder: Embedder | None = None,
                 incremental: bool = False, delete: Iterable[str] = (), strict: bool = False,
                 progress: ProgressCallback | None = None,
-                neighbours: int = DEFAULT_N) -> BuildReport:
+                neighbours: int = DEFAULT_N,
+                max_removed_share: float = MAX_REMOVED_SHARE) -> BuildReport:
     """Publish a new version of the index at `index`.
 
-    incremental=False (build): the index holds exactly the input articles.
+    incremental=False (build): the index holds exactly the input articles; a build that would
+    remove more than `max_removed_share` of the live index (1.0: anything) raises
+    RemovalRefused and publishes nothing.
     incremental=True (update): the input is upserted into the live index, `delete` ids removed.
     Vectors are reused whenever content hash and model match the live version.
+    A failed write raises StorageError (disk full, read-only, ...) and leaves no half-written
+    version behind.
     """
     started = time.perf_counter()
     directory = IndexDirectory(index)
@@ -94,7 +108,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
         raise InvalidInput(f"{len(loaded.errors)} invalid record(s); nothing was published "
                            f"(first: {loaded.errors[0]})")
 
-    with directory.lock():
+    with storage_errors(f"the index at {directory.root}"), directory.lock():
         previous = _open_previous(directory, report, incremental)
         try:
             if embedder is None:
@@ -105,7 +119,9 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                     f"index was built with model {previous.manifest.model!r}, not "
                     f"{embedder.name!r}: rebuild it with `recommender build` to change models")
             reusable = previous is not None and previous.manifest.model == embedder.name
-            articles = _plan(loaded, previous, incremental, set(delete), report)
+            previous_articles = previous.all_articles() if previous is not None else []
+            articles = _plan(loaded, previous_articles, previous is not None, incremental,
+                             set(delete), report, max_removed_share)
             old_vectors = previous.vectors if previous is not None else None
             texts = [embed_text_for(a) for a in articles]
             hashes = [content_hash(t) for t in texts]
@@ -139,26 +155,31 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             if to_embed:
                 vectors[to_embed] = fresh
             report.embedded = len(to_embed)
-            # After a model change every article is re-embedded, but "changed" still counts
-            # content changes only.
-            report.added = sum(1 for a in articles if a.id not in old_hashes)
-            report.changed = sum(1 for a, h in zip(articles, hashes, strict=True)
-                                 if a.id in old_hashes and old_hashes[a.id][1] != h)
+            # Content changed in any field (as stored); a model change re-embeds everything
+            # but changes no content.
+            stored = {a.id: article_row(a, 0, "") for a in previous_articles}
+            report.added = sum(1 for a in articles if a.id not in stored)
+            report.changed = sum(1 for a in articles
+                                 if a.id in stored and stored[a.id] != article_row(a, 0, ""))
             report.unchanged = len(articles) - report.added - report.changed
 
             name, tmp = directory.new_version_dir()
             write_articles(tmp / "articles.sqlite", articles, hashes)
+            crash_point("articles-written")
             write_vectors(tmp, vectors)
+            crash_point("vectors-written")
             columns = build_columns(articles)
             write_columns(tmp, columns)
             lexical, names = fit_lexical(articles), fit_names(articles)
             write_lexical(tmp, lexical, names)
+            crash_point("columns-written")
             table_started = time.perf_counter()
             rows, scores, report.neighbours_mode = _neighbour_table(
                 previous if reusable else None, articles, vectors, columns.published,
                 set(to_embed), neighbours)
             write_table(tmp, rows, scores, lexical_table(lexical, rows),
                         lexical_table(names, rows))
+            crash_point("table-written")
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)
@@ -166,6 +187,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
                 version=name, published_count=report.published,
                 extra={"neighbours": int(rows.shape[1])}))
+            crash_point("manifest-written")
             directory.publish(name, tmp)
             report.version = name
         finally:
@@ -192,11 +214,11 @@ def _open_previous(directory: IndexDirectory, report: BuildReport, incremental: 
         return None
 
 
-def _plan(loaded: LoadReport, previous: IndexVersion | None, incremental: bool,
-          delete: set[str], report: BuildReport) -> list[Article]:
+def _plan(loaded: LoadReport, previous_articles: list[Article], has_previous: bool,
+          incremental: bool, delete: set[str], report: BuildReport, max_removed_share: float
+          ) -> list[Article]:
     """Decide the article list of the new version."""
     incoming = {a.id: a for a in loaded.articles}
-    previous_articles = previous.all_articles() if previous is not None else []
     previous_ids = {a.id for a in previous_articles}
     # An article whose new record is invalid keeps its previous version: bad input never
     # costs the index an article it had.
@@ -223,11 +245,19 @@ def _plan(loaded: LoadReport, previous: IndexVersion | None, incremental: bool,
         if merged.pop(article_id, None) is not None:
             report.removed += 1
     if not incremental:
-        report.removed += len(previous_ids - set(merged))
+        gone = len(previous_ids - set(merged))
+        if gone and gone > max_removed_share * len(previous_ids):
+            raise RemovalRefused(
+                f"build would remove {gone} of the {len(previous_ids)} articles of "
+                f"{report.index} ({gone / len(previous_ids):.0%}, more than the "
+                f"{max_removed_share:.0%} allowed) because the input does not list them: is it "
+                "complete? Nothing was published; pass --allow-removals (or --max-removals "
+                "SHARE) if they are really gone")
+        report.removed += gone
     was_published = {a.id for a in previous_articles if a.is_published}
     report.withdrawn = sum(1 for a in merged.values()
                            if a.id in was_published and not a.is_published)
-    if incremental and previous is None and not incoming:
+    if incremental and not has_previous and not incoming:
         raise IndexNotFound(f"no index at {report.index} and nothing to add")
     return list(merged.values())
 
@@ -262,3 +292,11 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
     rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)
     return rows, scores, "incremental"
 
+
+
+def rollback(index: str | Path, to: str | None = None) -> tuple[str, str]:
+    """Make the previous version of the index live again (or version `to`): readers switch
+    to it as they do after a build. Returns (the version that was live, the one now live)."""
+    directory = IndexDirectory(index)
+    with storage_errors(f"the index at {directory.root}"), directory.lock():
+        return directory.rollback(to)

@@ -10,13 +10,22 @@ policies" section for the reference.
     [slots.you_may_also_like]
     k = 6
     half_life_days = 30
+    [slots.sidebar]
+    based_on = "you_may_also_like"    # a new slot, declared on purpose (or `new = true`)
+
+Values are checked against the type hints of `SlotPolicy` and `RankingConfig` (pydantic,
+strict: no "0.4" for 0.4, no 2.5 for a count, no NaN, a list where a list is meant) and the
+range rules of their `__post_init__`; a mistyped key or slot name is an error, not a new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,53 +182,169 @@ class Config:
     source: str | None = None  # the file it came from, for messages
 
 
-def _coerce(cls: type[Any], values: dict[str, Any], where: str, **fixed: Any) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = dict(fixed)
-    for key, value in values.items():
-        if key not in fields or key in fixed:
-            raise ConfigError(f"{where}: unknown key {key!r}")
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return kwargs
+# Numbers that are counts, durations or weights cannot be negative; which ones they are is
+# read from the type (int) and the name, so that new fields follow the rule on their own.
+NON_NEGATIVE_SUFFIXES = ("_days", "_weight", "_factor")
+NEW_SLOT_KEYS = ("new", "based_on")
+_MESSAGES = {
+    "int_type": "must be a whole number", "int_from_float": "must be a whole number",
+    "float_type": "must be a number", "finite_number": "must be a finite number",
+    "bool_type": "must be true or false", "string_type": "must be a string",
+    "tuple_type": 'must be a list of strings, e.g. ["local"] (a bare string is not a list)',
+}
+
+
+_VALIDATORS: dict[type[Any], Any] = {}
+
+
+def _validator(cls: type[Any]) -> Any:
+    """A strict pydantic model over the fields of the dataclass `cls`, built from its type
+    hints (so it follows every field added or renamed there)."""
+    if cls in _VALIDATORS:
+        return _VALIDATORS[cls]
+    from pydantic import ConfigDict, create_model
+
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {f.name: (hints[f.name], None) for f in dataclasses.fields(cls)
+                              if f.init and f.name != "name"}
+    _VALIDATORS[cls] = create_model(
+        f"{cls.__name__}Schema",
+        __config__=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False), **fields)
+    return _VALIDATORS[cls]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def _validated(cls: type[Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """The TOML table `values` checked against the fields of `cls`: the given keys with
+    their values, or ConfigError naming the file, table, key and value of every problem."""
+    from pydantic import ValidationError
+
+    schema = _validator(cls)
+    prepared = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        checked: dict[str, Any] = schema.model_validate(prepared).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        known = ", ".join(schema.model_fields)
+        problems = []
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else "?"
+            shown = f"{key} = {_toml(values.get(key, error.get('input')))}"
+            if error["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(key, schema.model_fields, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {known}"
+                problems.append(f"unknown key {key!r} ({shown}; {hint})")
+            else:
+                problems.append(f"{shown}: {_MESSAGES.get(error['type'], error['msg'])}")
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+    hints = typing.get_type_hints(cls)
+    for key, value in checked.items():
+        counted = int in (hints[key], *typing.get_args(hints[key])) or \
+            key.endswith(NON_NEGATIVE_SUFFIXES)
+        if counted and isinstance(value, (int, float)) and value < 0:
+            raise ConfigError(f"{where}: {key} = {_toml(values[key])}: must not be negative")
+    return checked
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table ([{key}]), not {_toml(value)}")
+    return value
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     unknown = set(data) - {"ranking", "slots"}
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))} "
+                          "(known: ranking, slots)")
     try:
         ranking = dataclasses.replace(
-            RankingConfig(), **_coerce(RankingConfig, data.get("ranking", {}),
-                                       f"{source} [ranking]"))
+            RankingConfig(), **_validated(RankingConfig, _table(data, "ranking", source),
+                                          f"{source} [ranking]"))
         slots = dict(DEFAULT_SLOTS)
-        for name, values in data.get("slots", {}).items():
-            if not isinstance(values, dict):
-                raise ConfigError(f"{source}: [slots.{name}] must be a table")
+        for name, values in _table(data, "slots", source).items():
             where = f"{source} [slots.{name}]"
-            base = slots.get(name, SlotPolicy(name=name))
-            slots[name] = dataclasses.replace(base, **_coerce(SlotPolicy, values, where))
-    except TypeError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where} must be a table")
+            values = dict(values)
+            base = _slot_base(name, values, slots, where)
+            slots[name] = dataclasses.replace(base, **_validated(SlotPolicy, values, where))
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}"
+                          ) from None
     return Config(ranking=ranking, slots=slots, source=source)
+
+
+def _slot_base(name: str, values: dict[str, Any], slots: dict[str, SlotPolicy], where: str
+               ) -> SlotPolicy:
+    """What [slots.NAME] starts from: the slot of that name, or, for a slot declared new on
+    purpose (`new = true` or `based_on = "OTHER"`), the defaults or OTHER. Pops those keys."""
+    new, based_on = values.pop("new", None), values.pop("based_on", None)
+    if new is not None and new is not True:
+        raise ConfigError(f"{where}: new = {_toml(new)}: must be true (or left out)")
+    if based_on is not None and (not isinstance(based_on, str) or based_on not in slots):
+        raise ConfigError(f"{where}: based_on = {_toml(based_on)}: must name a slot "
+                          f"(known: {', '.join(slots)})")
+    if name in slots:
+        if new or based_on is not None:
+            raise ConfigError(f"{where}: slot {name!r} already exists; new/based_on declare "
+                              "a slot that does not")
+        return slots[name]
+    if based_on is not None:
+        return dataclasses.replace(slots[based_on], name=name)
+    if new:
+        return SlotPolicy(name=name)
+    close = difflib.get_close_matches(name, slots, n=1)
+    raise ConfigError(
+        f"{where}: unknown slot {name!r} (known: {', '.join(slots)})"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + f'; to add a slot, declare it: new = true, or based_on = "{next(iter(slots))}"')
+
+
+def config_path(index_dir: str | os.PathLike[str] | None = None,
+                path: str | os.PathLike[str] | None = None) -> tuple[Path | None, bool]:
+    """(the config file that applies, whether it must exist): `path` (flag) >
+    $RECOMMENDER_CONFIG > <index>/recommender.toml (optional) > none."""
+    chosen = path or os.environ.get("RECOMMENDER_CONFIG")
+    if chosen:
+        return Path(chosen), True
+    if index_dir is not None:
+        return Path(index_dir) / CONFIG_FILE, False
+    return None, False
+
+
+def read_config(file: Path, required: bool = True) -> Config:
+    """The config in `file` (defaults when it is optional and absent); ConfigError if it
+    cannot be read or breaks a rule."""
+    try:
+        with open(file, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        if not required:
+            return Config()
+        raise ConfigError(f"config file {str(file)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {file}: {exc}") from exc
+    return parse_config(data, str(file))
 
 
 def load_config(index_dir: str | os.PathLike[str] | None = None,
                 path: str | os.PathLike[str] | None = None) -> Config:
     """The config for an index: `path` (flag) > $RECOMMENDER_CONFIG > <index>/recommender.toml
     > defaults."""
-    chosen = path or os.environ.get("RECOMMENDER_CONFIG")
-    if chosen is None and index_dir is not None:
-        candidate = Path(index_dir) / CONFIG_FILE
-        chosen = candidate if candidate.is_file() else None
-    if chosen is None:
-        return Config()
-    try:
-        with open(chosen, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(chosen)!r} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{chosen}: {exc}") from exc
-    return parse_config(data, str(chosen))
+    file, required = config_path(index_dir, path)
+    return Config() if file is None else read_config(file, required)

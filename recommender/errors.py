@@ -3,7 +3,12 @@
     RecommenderError
     ├── IndexNotFound        no index at the given path (or never built)
     ├── IndexCorrupt         a file of the index is missing, truncated or inconsistent
-    ├── IndexLocked          another build or update holds the index lock
+    ├── IndexLocked          another build or update holds the index lock (or an editor
+    │                        holds the overrides lock longer than the timeout)
+    ├── StorageError         a write failed: disk full, read-only or not permitted (with the
+    │                        cause); what was half written is removed
+    ├── RemovalRefused       a build would remove more of the index than allowed (an empty
+    │                        or truncated export): nothing was published
     ├── ModelMismatch        the index was built with another model or dimension
     ├── ArticleNotFound      an id that is not in the index
     ├── UnknownSlot          a slot name that no policy defines
@@ -11,6 +16,8 @@
     ├── InvalidArticle       one record breaks the article rules (carries file, line, reason)
     ├── InvalidInput         --strict run with invalid records: nothing was published
     ├── ConfigError          recommender.toml or an override file is wrong
+    │   └── InvalidOverride  an editorial command that breaks a rule (an article paired or
+    │                        pinned with itself, an --until in the past)
     └── DatasetError         a public dataset cannot be fetched or verified
 """
 
@@ -32,6 +39,14 @@ class IndexCorrupt(RecommenderError):
 
 
 class IndexLocked(RecommenderError):
+    pass
+
+
+class StorageError(RecommenderError):
+    pass
+
+
+class RemovalRefused(RecommenderError):
     pass
 
 
@@ -79,6 +94,10 @@ class InvalidInput(RecommenderError):
 
 class ConfigError(RecommenderError):
     pass
+
+
+class InvalidOverride(ConfigError):
+    exit_code = 2
 
 
 class DatasetError(RecommenderError):

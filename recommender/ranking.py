@@ -424,7 +424,8 @@ class Ranker:
         scored = self.score(policy, prepared, now_ts=now_ts, excluded=excluded)
         chosen = self._choose(policy, source, scored, scored.eligible &
                               (scored.relevance >= scored.bar), list(shown), limit)
-        chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit)
+        chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit,
+                                  shown)
         fill_to = limit if policy.fallback_links is None else min(limit, policy.fallback_links)
         if policy.fallback and len(chosen) < fill_to:
             chosen += self._fallback(policy, source, scored, chosen, shown, excluded, now_ts,
@@ -575,25 +576,31 @@ class Ranker:
 
     def pinned_rows(self, source: int, slot: str, overrides: Overrides, now: datetime
                     ) -> list[int]:
-        blocked, _ = self._override_rows(overrides)
         return [self.position[p.target] for p in overrides.pins_for(self.ids[source], slot, now)
                 if p.target in self.position and self._pinnable(self.position[p.target],
-                                                                 source, blocked)]
+                                                                 source, overrides, now)]
 
-    def _pinnable(self, row: int, source: int, blocked: set[int]) -> bool:
-        # A pin never resurrects a withdrawn or blocked article.
-        return row != source and bool(self.columns.published[row]) and row not in blocked
+    def _pinnable(self, row: int, source: int, overrides: Overrides, now: datetime) -> bool:
+        # A pin never brings in a withdrawn, blocked, never-paired or future-dated article.
+        blocked, never = self._override_rows(overrides)
+        return (row != source and bool(self.columns.published[row]) and row not in blocked
+                and row not in never.get(source, ())
+                and not self.columns.timestamp[row] > now.timestamp())
 
     def _apply_pins(self, policy: SlotPolicy, source: int, chosen: list[Pick],
-                    overrides: Overrides, now: datetime, blocked: set[int], limit: int
-                    ) -> list[Pick]:
+                    overrides: Overrides, now: datetime, blocked: set[int], limit: int,
+                    shown: Sequence[int] = ()) -> list[Pick]:
+        """Pinned links at their positions; an article already on the page (pinned or shown
+        by an earlier slot) is not pinned again."""
         pins = overrides.pins_for(self.ids[source], policy.name, now)
         if not pins:
             return chosen
+        on_page = set(shown)
         for pin in pins:
             row = self.position.get(pin.target)
-            if row is None or not self._pinnable(row, source, blocked):
+            if row is None or row in on_page or not self._pinnable(row, source, overrides, now):
                 continue
+            on_page.add(row)
             chosen = [p for p in chosen if p.row != row]
             semantic = float(np.dot(self.vectors[row], self.vectors[source]))
             reason: dict[str, Any] = {"pinned": True, "semantic": _r(semantic)}

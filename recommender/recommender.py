@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import threading
 import time
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .articles import Article, parse_datetime
-from .config import PAGE_ORDER, Config, SlotPolicy, load_config
+from .config import PAGE_ORDER, Config, SlotPolicy, config_path, read_config
 from .embedding import Embedder, check_model
 from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
 from .overrides import Overrides, OverridesFile
@@ -23,6 +23,7 @@ from .ranking import Candidates, Pick, Ranker, Recommendation
 from .store import IndexDirectory, IndexVersion
 
 Clock = Callable[[], datetime]
+logger = logging.getLogger("recommender")
 
 
 @dataclass
@@ -35,17 +36,23 @@ class _Live:
 
 class Recommender:
     """Read side of an index. Cheap to open, safe to share across threads, and it follows new
-    versions published by `build`/`update` (at most every `reload_interval` seconds a call
-    checks the version pointer) and edits of the overrides file.
+    versions published by `build`/`update` and edits of its config file (at most every
+    `reload_interval` seconds a call checks both) and of the overrides file. A new version or
+    config that cannot be used is logged to the "recommender" logger and the one in use stays.
 
     `now` fixes the clock that freshness is computed against (a datetime or a callable);
     by default the real time, so precomputed lists age correctly.
     """
 
     def __init__(self, directory: IndexDirectory, version: IndexVersion, *, config: Config,
-                 reload_interval: float = 1.0, now: datetime | Clock | None = None) -> None:
+                 reload_interval: float = 1.0, now: datetime | Clock | None = None,
+                 config_file: Path | None = None, config_required: bool = False) -> None:
         self._directory = directory
         self.config = config
+        self._config_file, self._config_required = config_file, config_required
+        self._config_stamp = _stamp(config_file)
+        self._config_lock = threading.Lock()
+        self._logged: set[tuple[str, str]] = set()
         self._live = self._prepare(version)
         self._stamp = directory.pointer_stamp()
         self._checked = time.monotonic()
@@ -63,14 +70,18 @@ class Recommender:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, model: str | Embedder | None = None,
              config: Config | str | os.PathLike[str] | None = None,
-             reload_interval: float = 1.0, now: datetime | Clock | None = None) -> Recommender:
+             reload_interval: float = 1.0, now: datetime | Clock | None = None,
+             strict_config: bool = True) -> Recommender:
         """Open the live version of the index at `path`.
 
         model: if given, must be the model the index was built with (else ModelMismatch).
         config: a Config, or a TOML path; default: $RECOMMENDER_CONFIG, then
-        `<path>/recommender.toml`, then built-in defaults.
+        `<path>/recommender.toml`, then built-in defaults. A file is followed: its edits apply
+        without reopening.
         now: the clock freshness is computed against; default $RECOMMENDER_NOW (ISO 8601),
         else the real time.
+        strict_config: False to serve the built-in defaults (and log an error) rather than
+        fail when the config file cannot be used; what the template helpers do.
         """
         directory = IndexDirectory(path)
         version = IndexVersion(directory.current_path())
@@ -83,8 +94,17 @@ class Recommender:
                         f"index {path} was built with model {manifest.model!r}, not {model!r}")
             else:
                 check_model(manifest.model, manifest.dimension, model)
+        file, required = (None, False) if isinstance(config, Config) else \
+            config_path(path, config)
         if not isinstance(config, Config):
-            config = load_config(path, config)
+            try:
+                config = read_config(file, required) if file is not None else Config()
+            except ConfigError as exc:
+                if strict_config:
+                    version.close()
+                    raise
+                logger.error("%s; serving the built-in defaults until it is fixed", exc)
+                config = Config()
         if now is None and os.environ.get("RECOMMENDER_NOW"):
             # A fixed clock for reproducible renders and evaluations.
             try:
@@ -92,7 +112,7 @@ class Recommender:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
         return cls(directory, version, config=config, reload_interval=reload_interval,
-                   now=now)
+                   now=now, config_file=file, config_required=required)
 
     def _prepare(self, version: IndexVersion) -> _Live:
         return _Live(version, Ranker(version, self.config.ranking))
@@ -109,6 +129,7 @@ class Recommender:
 
     @property
     def slots(self) -> dict[str, SlotPolicy]:
+        self._current()  # follows an edit of the config file first
         return self.config.slots
 
     def now(self) -> datetime:
@@ -133,9 +154,42 @@ class Recommender:
     def _current(self) -> _Live:
         if self._reload_interval >= 0 and \
                 time.monotonic() - self._checked >= self._reload_interval:
-            with contextlib.suppress(IndexCorrupt, OSError):
-                self.reload()  # on failure: keep serving the version we have
+            try:
+                self.reload()
+            except (IndexCorrupt, OSError) as exc:  # keep serving the version we have
+                self._log_once("version", f"{self.path}: cannot switch to the new version "
+                               f"({exc}); still serving {self._live.version.manifest.version}")
+            self._follow_config()
         return self._live
+
+    def _follow_config(self) -> None:
+        """Apply an edit of the config file; a file that cannot be used is logged and the
+        config in use stays."""
+        if self._config_file is None or not self._config_lock.acquire(blocking=False):
+            return
+        try:
+            stamp = _stamp(self._config_file)
+            if stamp == self._config_stamp:
+                return
+            self._config_stamp = stamp
+            try:
+                config = read_config(self._config_file, self._config_required)
+            except ConfigError as exc:
+                self._log_once("config", f"{exc}; keeping the configuration in use")
+                return
+            self.config = config
+            self._live = self._prepare(self._live.version)
+        finally:
+            self._config_lock.release()
+
+    def _log_once(self, kind: str, message: str, exc: Exception | None = None) -> None:
+        key = (kind, message)
+        if key in self._logged:
+            return
+        if len(self._logged) > 256:  # bounded: a long-running server logs new errors again
+            self._logged.clear()
+        self._logged.add(key)
+        logger.error("%s", message, exc_info=exc)
 
     def overrides(self) -> Overrides:
         return self._overrides.load()
@@ -245,10 +299,17 @@ class Recommender:
         out: dict[str, list[Recommendation]] = {}
         for policy in policies:
             reserved = {r for name, rows in pinned.items() if name != policy.name for r in rows}
-            picks = ranker.select(policy, prepared, now=now, overrides=overrides, shown=shown,
-                                  reserved=reserved)
+            try:
+                picks = ranker.select(policy, prepared, now=now, overrides=overrides,
+                                      shown=shown, reserved=reserved)
+                results = self._results(version, picks)
+            except Exception as exc:  # one broken slot renders empty alone, not the page
+                self._log_once("slot", f"slot {policy.name!r} left empty: "
+                               f"{type(exc).__name__}: {exc}", exc)
+                out[policy.name] = []
+                continue
             shown.extend(p.row for p in picks)
-            out[policy.name] = self._results(version, picks)
+            out[policy.name] = results
         return out
 
     def pair_relevance(self, first: str, second: str) -> float:
@@ -282,3 +343,14 @@ class Recommender:
         manifest["slots"] = {name: {"k": p.k, "min_score": p.min_score}
                              for name, p in self.slots.items()}
         return manifest
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(inode, mtime) of a file, None when it does not exist: a cheap change detector."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns

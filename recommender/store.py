@@ -21,14 +21,17 @@ removed by the next writer. Readers keep the files of the version they opened.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -39,12 +42,53 @@ from typing import Any
 import numpy as np
 
 from .articles import Article, format_datetime, parse_datetime
-from .errors import IndexCorrupt, IndexLocked, IndexNotFound
+from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
 from .neighbours import Table, read_table
 from .text import normalised_title
 
 FORMAT_VERSION = 4  # 2: columns, lexical scores; 3: precomputed candidate table; 4: names
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
+# What a truncated or garbled .npy/.npz raises when it is read.
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+CRASH_ENV = "RECOMMENDER_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """A named point of the write path. With $RECOMMENDER_CRASH_AT set to its name the process
+    kills itself there with SIGKILL, as `kill -9` would: the crash tests use it to prove that a
+    crash at each point leaves the previous version serving."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CAUSES = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+           errno.EDQUOT: "disk quota exceeded"}
+_SQLITE_CAUSES = {13: "disk full", 8: "read-only database"}  # SQLITE_FULL, SQLITE_READONLY
+
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn a failed write (OSError, SQLite) into a one-line StorageError naming `what`."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise storage_error(exc, what) from exc
+
+
+def storage_error(exc: BaseException, what: str) -> StorageError:
+    """A one-line error for a failed write, naming what was written and the cause."""
+    if isinstance(exc, OSError):
+        cause = _CAUSES.get(exc.errno or 0) or exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        return StorageError(f"cannot write {what}: {cause}{where}")
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", None)
+    known = _SQLITE_CAUSES.get(code) if isinstance(code, int) else None
+    return StorageError(f"cannot write {what}: {known} (SQLite: {message})" if known else
+                        f"cannot write {what}: {message}")
+
 
 _SCHEMA = """
 CREATE TABLE articles (
@@ -157,8 +201,12 @@ class IndexDirectory:
     def lock(self) -> Iterator[None]:
         """Exclusive writer lock. flock is released by the kernel if the process dies, so a
         killed build never leaves the index locked."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise storage_error(exc, f"the index at {self.root}") from exc
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -166,12 +214,20 @@ class IndexDirectory:
                 holder = handle.read().strip() or "another process"
                 raise IndexLocked(f"{self.root} is being built by {holder}; "
                                   "try again when it finishes") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()}")
+                handle.flush()
+            except OSError as exc:
+                raise storage_error(exc, f"the index at {self.root}") from exc
             self._clean_leftovers()
-            yield
+            try:
+                yield
+            finally:
+                # A failed run's half-written version goes now (on a full disk it would keep
+                # the disk full); one killed outright goes at the next run's start.
+                self._clean_leftovers()
 
     def _clean_leftovers(self) -> None:
         if not self.versions.is_dir():
@@ -189,30 +245,73 @@ class IndexDirectory:
         name = f"v{stamp}-{uuid.uuid4().hex[:6]}"
         tmp = self.versions / f".tmp-{name}"
         tmp.mkdir(parents=True)
+        crash_point("version-dir-created")
         return name, tmp
 
     def publish(self, name: str, tmp: Path) -> None:
-        """Make a fully written version live: rename into place, then swap CURRENT."""
+        """Make a fully written version live: rename into place, then swap CURRENT. If it
+        fails before CURRENT names the new version, the new version is removed."""
         for path in tmp.iterdir():
             _fsync_file(path)
         final = self.versions / name
         os.rename(tmp, final)
-        _fsync_dir(self.versions)
-        pointer = self.root / "CURRENT.tmp"
-        with open(pointer, "w") as handle:
-            handle.write(name + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(pointer, self.current_file)
-        _fsync_dir(self.root)
+        crash_point("version-renamed")
+        try:
+            _fsync_dir(self.versions)
+            self._point_to(name)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        crash_point("pointer-replaced")
         self._prune(keep=name)
 
+    def _point_to(self, name: str) -> None:
+        pointer = self.root / "CURRENT.tmp"
+        try:
+            with open(pointer, "w") as handle:
+                handle.write(name + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            crash_point("pointer-written")
+            os.replace(pointer, self.current_file)
+        except BaseException:
+            pointer.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.root)
+
+    def published_versions(self) -> list[str]:
+        """Names of the complete versions on disk, oldest first."""
+        if not self.versions.is_dir():
+            return []
+        return sorted(p.name for p in self.versions.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+
+    def rollback(self, to: str | None = None) -> tuple[str, str]:
+        """Make an earlier version live again: `to`, or the newest one older than the live
+        one. Call with the writer lock held. Returns (previous live, now live)."""
+        live = self.current_version()
+        versions = self.published_versions()
+        if to is None:
+            older = [v for v in versions if v < live]
+            if not older:
+                raise IndexNotFound(f"{self.root}: no version older than {live} to roll back to "
+                                    f"(on disk: {', '.join(versions)})")
+            to = older[-1]
+        elif to not in versions:
+            raise IndexNotFound(f"{self.root}: no version {to!r} "
+                                f"(on disk: {', '.join(versions)})")
+        IndexVersion(self.versions / to).close()  # complete and readable, or IndexCorrupt
+        try:
+            self._point_to(to)
+        except OSError as exc:
+            raise storage_error(exc, f"the index at {self.root}") from exc
+        return live, to
+
     def _prune(self, keep: str) -> None:
-        versions = sorted(p for p in self.versions.iterdir()
-                          if p.is_dir() and not p.name.startswith("."))
-        old = [p for p in versions if p.name != keep][: max(0, len(versions) - KEEP_VERSIONS)]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
+        versions = self.published_versions()
+        old = [v for v in versions if v != keep][: max(0, len(versions) - KEEP_VERSIONS)]
+        for name in old:
+            shutil.rmtree(self.versions / name, ignore_errors=True)
 
 
 def _fsync_file(path: Path) -> None:
@@ -247,7 +346,10 @@ def write_vectors(directory: Path, vectors: np.ndarray) -> None:
     index = faiss.IndexFlatIP(vectors.shape[1])
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    faiss.write_index(index, str(directory / "index.faiss"))
+    # Serialised here and written by Python, so a full disk is an OSError with its errno,
+    # not a faiss RuntimeError.
+    with open(directory / "index.faiss", "wb") as handle:
+        handle.write(faiss.serialize_index(index).tobytes())
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
@@ -342,7 +444,7 @@ def read_columns(directory: Path) -> Columns:
         with np.load(directory / "columns.npz", allow_pickle=False) as arrays:
             data: dict[str, Any] = {k: arrays[k] for k in Columns.ARRAYS}
         data.update(json.loads((directory / "columns.json").read_text()))
-    except (OSError, ValueError, KeyError) as exc:
+    except READ_ERRORS as exc:
         raise IndexCorrupt(f"cannot read the columns of {directory}: {exc}") from exc
     return Columns(**data)
 
@@ -360,7 +462,7 @@ class IndexVersion:
         try:
             self.vectors: np.ndarray = np.load(path / "vectors.npy", mmap_mode="r",
                                                allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except READ_ERRORS as exc:
             raise IndexCorrupt(f"cannot read {path / 'vectors.npy'}: {exc}") from exc
         if self.vectors.ndim != 2 or self.vectors.shape != (self.manifest.count,
                                                             self.manifest.dimension):
@@ -395,7 +497,7 @@ class IndexVersion:
         self._sparse: dict[str, Any] = {}
         try:  # memory-mapped now: the mapping outlives the pruning of this version
             self._table = read_table(path)
-        except (OSError, ValueError) as exc:
+        except READ_ERRORS as exc:
             raise IndexCorrupt(f"cannot read the neighbour table of {path}: {exc}") from exc
         if self._table is not None and self._table[0].shape[0] != self.manifest.count:
             raise IndexCorrupt(f"the neighbour table of {path} does not match its manifest")
@@ -429,7 +531,7 @@ class IndexVersion:
                 handle.seek(0)
                 try:
                     self._sparse[name] = sp.csr_matrix(sp.load_npz(handle))
-                except (OSError, ValueError) as exc:
+                except READ_ERRORS as exc:
                     raise IndexCorrupt(f"cannot read {self.path / (name + '.npz')}: {exc}"
                                        ) from exc
             return self._sparse[name]

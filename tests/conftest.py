@@ -11,10 +11,18 @@ from typing import Any
 import pytest
 
 from recommender import HashingEmbedder, build_index
+from recommender.articles import format_datetime
 
 FAKE_MODEL = "hashing:64"
 # Freshness is computed against "now": tests that compare answers over time pin it.
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI run and subprocess it starts) sees the same "now", so none
+    ages out of an age limit as the calendar moves on."""
+    monkeypatch.setenv("RECOMMENDER_NOW", format_datetime(NOW) or "")
 
 
 def story(i: int, title: str, body: str, **extra: Any) -> dict[str, Any]:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from recommender import HashingEmbedder, Recommender, build_index, read_articles
 from recommender.cli import main
+
+from .conftest import NOW
 
 
 def bad_file(path: Path) -> Path:
@@ -120,3 +123,110 @@ def test_stale_leftovers_of_a_crash_are_cleaned_by_the_next_build(tiny_index: Pa
     (tiny_index / "CURRENT.tmp").write_text("v-half\n")
     build_index(tiny_index, [tiny_jsonl], embedder=HashingEmbedder(64))
     assert not stale.exists() and not (tiny_index / "CURRENT.tmp").exists()
+
+
+def test_status_is_read_in_any_case_and_withdraws_the_article(tiny_index: Path,
+                                                              tmp_path: Path) -> None:
+    rec = Recommender.open(tiny_index, reload_interval=0, now=NOW)
+    shown_on = [aid for aid in rec.ids()
+                if "t02" in [r.id for v in rec.page(aid).values() for r in v]]
+    assert shown_on  # t02 is on other articles' pages before
+    source = tmp_path / "status.jsonl"
+    source.write_text(json.dumps({"id": "t02", "title": "Portmere bridge collapse",
+                                  "status": "DELETED"}) + "\n" +
+                      json.dumps({"id": "t03", "title": "Rebuild", "status": " Draft "}) + "\n")
+    report = build_index(tiny_index, [source], embedder=HashingEmbedder(64), incremental=True)
+    assert report.invalid == 0 and report.withdrawn == 2
+    assert rec.article("t02").status == "deleted" and rec.article("t03").status == "draft"
+    for aid in rec.ids():
+        assert not {"t02", "t03"} & {r.id for v in rec.page(aid).values() for r in v}
+
+
+def test_a_deeply_nested_line_or_an_out_of_range_date_costs_only_its_record(
+        tiny_index: Path, tmp_path: Path) -> None:
+    source = tmp_path / "hostile.jsonl"
+    source.write_text(
+        json.dumps({"id": "ok1", "title": "Fine"}) + "\n" +
+        '{"id": "deep", "title": "x", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}\n" +
+        json.dumps({"id": "old", "title": "Old", "published_at": "0001-01-01T00:00:00+05:00"})
+        + "\n")
+    result = CliRunner().invoke(main, ["update", str(source), "--index", str(tiny_index)])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert any(line.startswith(f"{source}:2") and "nested too deeply" in line
+               for line in errors)
+    assert any(line.startswith(f"{source}:3 (id 'old')") and "out of range" in line
+               for line in errors)
+    assert "ok1" in Recommender.open(tiny_index)
+
+
+def test_an_unterminated_csv_quote_is_an_error_on_its_line_and_later_rows_land(
+        tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("id,title,body\n"
+                      "c1,First,Body one\n"
+                      'c2,"Broken title,Body two\n'
+                      "c3,Third,Body three\n"
+                      'c4,"Quoted, fine",Body four\n'
+                      "c5,Fifth,Body five\n")
+    report = read_articles(source)
+    assert [(p.line, p.reason.split(":")[0]) for p in report.errors] == [(3, "invalid CSV")]
+    assert [a.id for a in report.articles] == ["c1", "c3", "c4", "c5"]
+    assert report.articles[2].title == "Quoted, fine"
+
+
+def test_a_multi_line_quoted_csv_body_is_one_record(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text('id,title,body\nc1,First,"Line one\n\nLine two"\nc2,Second,Body\n')
+    report = read_articles(source)
+    assert report.errors == [] and [a.id for a in report.articles] == ["c1", "c2"]
+    assert report.articles[0].body == "Line one\n\nLine two"
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", "JavaScript:alert(1)", "  javascript:alert(1)",
+    "java\tscript:alert(1)", "\x01javascript:alert(1)", "data:text/html,<script>x</script>",
+    "DATA:text/html;base64,PHNjcmlwdD4=", "vbscript:msgbox", "file:///etc/passwd",
+])
+def test_a_url_that_is_not_http_or_relative_is_never_kept_as_a_link(url: str) -> None:
+    report = read_articles([{"id": "x", "title": "T", "body": "b", "url": url}])
+    [article] = report.articles
+    assert article.url is None
+    assert any("is not http(s) or relative" in p.reason for p in report.warnings)
+
+
+@pytest.mark.parametrize("url", ["https://news.example.org/a1", "HTTP://news.example.org/a1",
+                                 "/news/a1", "a1.html", "//cdn.example.org/a1", "?id=a1"])
+def test_http_and_relative_urls_are_kept(url: str) -> None:
+    [article] = read_articles([{"id": "x", "title": "T", "body": "b", "url": url}]).articles
+    assert article.url == url
+
+
+def test_many_records_with_one_problem_print_a_few_lines_and_a_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recommender.articles import Problem
+    from recommender.build import BuildReport
+    from recommender.cli.index_commands import print_report
+
+    report = BuildReport(index="i", problems=[
+        Problem("big.jsonl", n, "empty body: only the title is embedded", f"x{n}", "warning")
+        for n in range(1, 200_001)])
+    print_report(report, as_json=False, quiet=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"big.jsonl:{n} (id 'x{n}'): warning: empty body: only the title is "
+                     "embedded" for n in (1, 2, 3)] + \
+        ["warning: 199,997 more like this: empty body: only the title is embedded"]
+
+
+def test_a_build_of_many_tiny_records_reports_each_kind_of_problem_briefly(
+        tmp_path: Path) -> None:
+    source = tmp_path / "tiny.jsonl"
+    source.write_text("".join(json.dumps({"id": f"x{i}", "title": f"Title {i}"}) + "\n"
+                              for i in range(2_000)) + '{"id": "bad"}\n')
+    result = CliRunner().invoke(main, ["build", str(source), "--index", str(tmp_path / "i"),
+                                       "--model", "hashing:64", "--neighbours", "5"])
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5 and "1,997 more like this: empty body" in lines[3]
+    assert lines[4].endswith("error: missing or empty title")

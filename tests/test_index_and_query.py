@@ -90,7 +90,13 @@ def test_see_also_is_strict_and_you_may_also_like_has_its_own_defaults(tiny_inde
     assert all(r.score >= rec.policy("see_also").min_score for r in see_also)
     # the museum piece has nothing strongly related: empty beats wrong
     assert rec.related("t11", slot="see_also") == []
-    assert len(rec.related("t06", slot="you_may_also_like")) <= 6
+    # You may also like is never too short: the related bank stories, then the next most
+    # relevant as fallback, up to fallback_links (3), not padded to k (6)
+    more = rec.related("t06", slot="you_may_also_like")
+    policy = rec.policy("you_may_also_like")
+    assert (len(more), policy.fallback_links, policy.k) == (3, 3, 6)
+    assert [r.id for r in more[:2]] == ["t07", "t08"] and "fallback" not in more[0].reason
+    assert all("fallback" in r.reason for r in more[2:])
 
 
 def test_page_never_repeats_an_article_across_slots(tiny_index: Path) -> None:

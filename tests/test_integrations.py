@@ -3,6 +3,7 @@ with the fake embedder. A slot never raises into a page: failures render empty, 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -24,7 +25,7 @@ from recommender.cli.render_commands import render
 from recommender.integrations import jinja
 from recommender.integrations.safe import SafeRecommender, reason_text
 
-from .conftest import NOW
+from .conftest import NOW, TINY
 
 LIST = "{% for a in items %}{{ a.id }}|{{ a.title }};{% endfor %}"
 SPECIAL_TITLE = "Portmere bridge collapse: divers find <cause> & more"
@@ -313,3 +314,27 @@ def test_render_without_jinja_names_the_extra(tiny_index: Path,
 def test_render_to_standard_output(tiny_index: Path) -> None:
     result = CliRunner().invoke(render, ["t01", "--index", str(tiny_index)])
     assert result.exit_code == 0 and result.stdout.startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", " JavaScript:alert(1)",
+                                 "data:text/html,<script>alert(1)</script>"])
+def test_only_http_or_relative_urls_become_links(tmp_path: Path, url: str) -> None:
+    # An index written before URLs were checked when read can still hold such a URL.
+    from recommender import Article, LoadReport
+
+    articles = [Article(id=r["id"], title=r["title"], body=r["body"], url=r["url"],
+                        section=r["section"], language="en") for r in TINY]
+    articles[1] = dataclasses.replace(articles[1], url=url)
+    index = tmp_path / "urls"
+    build_index(index, LoadReport(articles=articles), embedder=HashingEmbedder(64))
+    result = CliRunner().invoke(render, ["t01", "--index", str(index)], catch_exceptions=False)
+    assert result.exit_code == 0
+    html = result.stdout
+    assert "t02" in [r.id for r in Recommender.open(index).page("t01")["see_also"]]
+    assert "javascript:" not in html.lower() and "data:" not in html
+    assert f">{escape(articles[1].title)}</span>" in html  # shown, but not as a link
+    env = Environment(autoescape=True)
+    jinja.install(env, Recommender.open(index))
+    snippet = env.from_string('{% for a in see_also("t01") %}<a href="{{ a.url }}">'
+                              "{% endfor %}").render()
+    assert "javascript:" not in snippet.lower() and "data:" not in snippet

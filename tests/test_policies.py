@@ -266,7 +266,8 @@ def test_pins_blocks_and_never_pairs(tmp_path: Path) -> None:
     edits.never_pair("s", "b")
     shown = [r.id for v in rec.page("s").values() for r in v]
     assert "a" not in shown and "b" not in shown and shown.count("far") == 1
-    edits.pin(Pin("s", "c", "see_also", position=1, until=NOW - timedelta(days=1)))
+    edits.pin(Pin("s", "c", "see_also", position=1, until=NOW - timedelta(days=1)),
+              now=NOW - timedelta(days=2))  # pinned while it still had a day to go
     assert "c" not in ids(rec.related("s", slot="see_also")[:1])  # expired pin
     # overrides survive a rebuild
     build_index(rec.path, records, embedder=HashingEmbedder(256))
@@ -297,7 +298,7 @@ def test_cli_edits_overrides(tmp_path: Path) -> None:
     assert '"target": "b"' in shown and '"reason": "legal"' in shown
     out = runner.invoke(main, ["related", "s", "--index", index, "--slot", "see_also",
                                "--explain"]).stdout
-    assert "[pinned]" in out and "pinned until 2030-01-01" in out
+    assert "[pinned]" in out and "pinned until 2030-01-02T00:00:00Z" in out  # day included
     assert runner.invoke(main, ["unpin", "s", "b", "--index", index]).stdout.strip() == \
         "removed 1 pin(s)"
     assert runner.invoke(main, ["unblock", "a", "--index", index]).stdout.strip() == \
@@ -357,7 +358,7 @@ def test_toml_next_to_the_index_configures_slots(tmp_path: Path) -> None:
     (rec.path / "recommender.toml").write_text(
         "[ranking]\nlexical_weight = 0.0\nsemantic_weight = 1.0\n"
         "[slots.see_also]\nk = 1\nmin_score = 0.3\n"
-        "[slots.sidebar]\nk = 3\nfallback = true\n")
+        "[slots.sidebar]\nnew = true\nk = 3\nfallback = true\n")
     config = load_config(rec.path)
     assert config.slots["see_also"].k == 1 and config.slots["see_also"].min_score == 0.3
     assert config.slots["sidebar"] == SlotPolicy(name="sidebar", k=3, fallback=True)
@@ -374,6 +375,22 @@ def test_config_errors_are_clear() -> None:
         parse_config({"slot": {}})
 
 
-def test_now_defaults_to_the_real_clock(tmp_path: Path) -> None:
+def test_now_defaults_to_the_real_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.delenv("RECOMMENDER_NOW")
     rec = index_of(tmp_path, [art("s", BRIDGE)])
     assert abs(Recommender.open(rec.path).now() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_a_published_article_dated_in_the_future_is_held_back_until_its_date(
+        tmp_path: Path) -> None:
+    records = [art("s", BRIDGE), art("soon", v(BRIDGE, "soon"), -3), art("b", v(BRIDGE, "b"))]
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0)
+    OverridesFile(rec.path).pin(Pin("s", "soon", "see_also"), now=NOW)
+    for slot in ("see_also", "you_may_also_like"):
+        assert "soon" not in ids(rec.related("s", slot=slot, k=5))
+    assert "soon" not in [r.id for v in rec.page("s").values() for r in v]
+    later = Recommender.open(rec.path, config=rec.config, now=NOW + timedelta(days=3, hours=1))
+    [first, *_] = later.related("s", slot="see_also")
+    assert first.id == "soon" and first.reason["pinned"]
+    assert "soon" in ids(later.related("s", slot="you_may_also_like", k=5))

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from recommender import (
     HashingEmbedder,
@@ -23,6 +24,7 @@ from recommender import (
     Recommender,
     build_index,
 )
+from recommender.cli import main
 from recommender.store import IndexDirectory
 
 from .conftest import NOW
@@ -54,8 +56,28 @@ def test_metadata_only_changes_do_not_re_embed(tiny_index: Path, tmp_path: Path,
     record = dict(tiny_records[0], section="national", tags=["new"])
     report = build_index(tiny_index, [write_jsonl(tmp_path / "m.jsonl", [record])],
                          embedder=EMBEDDER, incremental=True)
-    assert report.embedded == 0 and report.unchanged == 12
+    assert (report.changed, report.unchanged, report.embedded) == (1, 11, 0)
     assert Recommender.open(tiny_index).article("t01").section == "national"
+
+
+def test_changed_counts_a_change_in_any_field_and_embedded_the_new_vectors(
+        tmp_path: Path) -> None:
+    long_body = " ".join(f"word{i}" for i in range(600))  # well past the 2,000 embedded chars
+    records = [{"id": f"L{i}", "title": f"Long article {i}", "body": long_body,
+                "published_at": "2026-11-01T09:00:00Z", "tags": ["a"]} for i in range(8)]
+    index = tmp_path / "long"
+    build_index(index, records, embedder=EMBEDDER)
+    edited = [dict(r) for r in records]
+    for r in edited[:3]:
+        r["body"] = long_body + " A correction at the very end."   # not embedded text
+    edited[3]["published_at"] = "2026-11-02T09:00:00Z"
+    edited[4]["tags"] = ["a", "b"]
+    edited[5]["title"] = "Long article 5, retitled"                  # embedded text
+    report = build_index(index, edited, embedder=EMBEDDER)
+    assert (report.added, report.changed, report.unchanged, report.embedded) == (0, 6, 2, 1)
+    cli = CliRunner().invoke(main, ["build", "--index", str(index), "--model", "hashing:64",
+                                    "--json", str(write_jsonl(tmp_path / "e.jsonl", edited))])
+    assert json.loads(cli.stdout)["changed"] == 0  # the same input again: nothing changed
 
 
 def test_build_removes_what_is_gone_and_update_deletes_on_request(
@@ -141,44 +163,43 @@ def test_old_versions_are_pruned_but_open_readers_keep_working(tiny_index: Path,
     assert rec.similar("t01") == expected
 
 
-SLOW_BUILD = textwrap.dedent("""
-    import sys, time
+BUILD_SCRIPT = textwrap.dedent("""
+    import sys
     from recommender import HashingEmbedder, build_index
-
-    class Slow(HashingEmbedder):
-        def embed(self, texts, progress=None):
-            out = []
-            for text in texts:
-                time.sleep(0.002)
-                out.append(super().embed([text])[0])
-            import numpy as np
-            return np.array(out).reshape(len(texts), self.dimension)
 
     records = [{"id": f"s{i}", "title": f"Story {i} about topic {i % 7}",
                 "body": f"Body words topic{i % 7} number {i}"} for i in range(int(sys.argv[2]))]
-    build_index(sys.argv[1], records, embedder=Slow(64))
+    build_index(sys.argv[1], records, embedder=HashingEmbedder(64), max_removed_share=1.0)
 """)
+# Every named point of the write path (store.crash_point), in the order a build passes them.
+BEFORE_PUBLISH = ["version-dir-created", "articles-written", "vectors-written",
+                  "columns-written", "table-written", "manifest-written", "version-renamed",
+                  "pointer-written"]
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 0.9, 1.2])
-def test_sigkill_mid_build_leaves_the_previous_version_serving(
-        tiny_index: Path, tiny_jsonl: Path, tmp_path: Path, delay: float) -> None:
+@pytest.mark.parametrize("point", [*BEFORE_PUBLISH, "pointer-replaced"])
+def test_kill_9_at_each_point_of_the_write_path_leaves_a_complete_version_serving(
+        tiny_index: Path, tiny_jsonl: Path, tmp_path: Path, point: str) -> None:
     before = Recommender.open(tiny_index, reload_interval=-1, now=NOW)
     expected = {aid: before.page(aid) for aid in before.ids()}
-    script = tmp_path / "slow_build.py"
-    script.write_text(SLOW_BUILD)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_index), "400"], env=env)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
+    script = tmp_path / "build.py"
+    script.write_text(BUILD_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent),
+               RECOMMENDER_CRASH_AT=point)
+    proc = subprocess.run([sys.executable, str(script), str(tiny_index), "400"], env=env,
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()  # killed right there
+    leftovers = {p.name for p in (tiny_index / "versions").iterdir()} - {before.version}
     after = Recommender.open(tiny_index, now=NOW)
-    if after.version == before.version:  # killed before it could publish
+    if point in BEFORE_PUBLISH:
+        assert after.version == before.version
         assert {aid: after.page(aid) for aid in after.ids()} == expected
-    else:  # it finished first: then the new version is complete
-        assert len(after) == 400
-    report = build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER)
+        assert leftovers  # the kill landed mid-write: something half done is on disk
+        if point == "pointer-written":
+            assert (tiny_index / "CURRENT.tmp").exists()
+    else:  # killed after the switch: the new version is complete
+        assert len(after) == 400 and after.version in leftovers
+    report = build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER, max_removed_share=1.0)
     assert report.total == 12
     assert not [p for p in (tiny_index / "versions").iterdir() if p.name.startswith(".tmp-")]
     assert not (tiny_index / "CURRENT.tmp").exists()
@@ -225,3 +246,137 @@ def test_build_over_a_corrupt_index_starts_afresh_but_update_refuses(
     report = build_index(tiny_index, [tiny_jsonl], embedder=EMBEDDER)
     assert report.embedded == 12 and "not reusable" in report.problems[-1].reason
     assert len(Recommender.open(tiny_index)) == 12
+
+
+@pytest.mark.parametrize("content", [
+    "",                                                    # an empty export
+    None,                                                  # a header-only CSV
+    "cut",                                                 # an export cut at a line boundary
+])
+def test_a_build_that_would_remove_most_of_the_index_is_refused(
+        tiny_index: Path, tmp_path: Path, tiny_records: list[dict[str, Any]],
+        content: str | None) -> None:
+    if content is None:
+        source = tmp_path / "export.csv"
+        source.write_text("id,title,body,url,published_at\n")
+    else:
+        source = tmp_path / "export.jsonl"
+        source.write_text("" if content == "" else
+                          "".join(json.dumps(r) + "\n" for r in tiny_records[:4]))
+    before = (tiny_index / "CURRENT").read_text()
+    result = CliRunner().invoke(main, ["build", str(source), "--index", str(tiny_index),
+                                       "--model", "hashing:64"])
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: build would remove ") and "--allow-removals" in line
+    assert (tiny_index / "CURRENT").read_text() == before
+    assert len(Recommender.open(tiny_index)) == 12
+    forced = CliRunner().invoke(main, ["build", str(source), "--index", str(tiny_index),
+                                       "--model", "hashing:64", "--allow-removals"])
+    assert forced.exit_code == 0, forced.output
+    assert len(Recommender.open(tiny_index)) == (4 if content == "cut" else 0)
+
+
+def test_the_share_of_removals_allowed_can_be_configured(
+        tiny_index: Path, tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+    source = write_jsonl(tmp_path / "most.jsonl", tiny_records[:8])  # removes 4 of 12
+    args = ["build", str(source), "--index", str(tiny_index), "--model", "hashing:64"]
+    assert CliRunner().invoke(main, args).exit_code == 1
+    assert CliRunner().invoke(main, args, env={"RECOMMENDER_MAX_REMOVALS": "0.4"}
+                              ).exit_code == 0
+    assert len(Recommender.open(tiny_index)) == 8
+
+
+def test_rollback_makes_the_previous_version_live_again(
+        tiny_index: Path, tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+    rec = Recommender.open(tiny_index, reload_interval=0, now=NOW)
+    good = rec.version
+    expected = rec.page("t01")
+    bad = [dict(r, title=f"Oops {r['id']}", body="lorem ipsum") for r in tiny_records]
+    build_index(tiny_index, bad, embedder=EMBEDDER)
+    assert rec.version != good and rec.article("t01").title == "Oops t01"
+    result = CliRunner().invoke(main, ["rollback", "--index", str(tiny_index)])
+    assert result.exit_code == 0 and result.stdout.strip().startswith(
+        f"{tiny_index}: {good} is live again")
+    assert rec.version == good and rec.page("t01") == expected  # the open reader follows
+    # the next update starts from the rolled-back version
+    report = build_index(tiny_index, [tiny_records[0]], embedder=EMBEDDER, incremental=True)
+    assert report.changed == 0 and rec.article("t02").title == tiny_records[1]["title"]
+    nowhere = CliRunner().invoke(main, ["rollback", "--index", str(tiny_index),
+                                        "--to", "v-nothing"])
+    assert nowhere.exit_code == 1 and "no version 'v-nothing'" in nowhere.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MB file system (tmpfs), to fill up or make read-only. Needs root."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_nothing_behind(
+        small_disk: Path, tiny_jsonl: Path, tiny_records: list[dict[str, Any]]) -> None:
+    index = small_disk / "index"
+    build_index(index, [tiny_jsonl], embedder=EMBEDDER)
+    rec = Recommender.open(index, reload_interval=0, now=NOW)
+    before, expected = rec.version, rec.page("t01")
+    filler = fill(small_disk)
+    new = write_jsonl(small_disk.parent / "new.jsonl",
+                      [dict(r, body=r["body"] + " more") for r in tiny_records])
+    result = CliRunner().invoke(main, ["update", str(new), "--index", str(index)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot write the index at {index}: disk full"), line
+    assert [p.name for p in (index / "versions").iterdir()] == [before]  # no .tmp-* left
+    assert rec.version == before and rec.page("t01") == expected
+    filler.unlink()
+    assert CliRunner().invoke(main, ["update", str(new), "--index", str(index)]).exit_code == 0
+
+
+def test_a_read_only_index_is_a_one_line_error(small_disk: Path, tiny_jsonl: Path) -> None:
+    index = small_disk / "index"
+    build_index(index, [tiny_jsonl], embedder=EMBEDDER)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = CliRunner().invoke(main, ["build", str(tiny_jsonl), "--index", str(index),
+                                       "--model", "hashing:64"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == \
+        f"Error: cannot write the index at {index}: read-only file system ({index}/.lock)"
+    assert len(Recommender.open(index)) == 12  # still readable
+    result = CliRunner().invoke(main, ["block", "t02", "--index", str(index)])
+    assert result.exit_code == 1 and result.stderr.strip() == \
+        f"Error: cannot write {index}/overrides.json: read-only file system " \
+        f"({index}/.overrides.lock)"
+
+
+def test_a_truncated_vectors_file_is_a_clear_error_and_readers_keep_their_version(
+        tiny_index: Path, tiny_jsonl: Path, tiny_records: list[dict[str, Any]]) -> None:
+    rec = Recommender.open(tiny_index, reload_interval=0, now=NOW)
+    before, expected = rec.version, rec.page("t01")
+    build_index(tiny_index, [dict(r, body=r["body"] + " x") for r in tiny_records],
+                embedder=EMBEDDER)
+    (IndexDirectory(tiny_index).current_path() / "vectors.npy").write_bytes(b"")
+    assert rec.page("t01") == expected and rec.version == before
+    result = CliRunner().invoke(main, ["info", "--index", str(tiny_index)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: cannot read ") and "vectors.npy" in result.stderr

@@ -2,20 +2,65 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
-from ..articles import parse_datetime
-from ..overrides import OverridesFile, Pin
-from ..recommender import Recommender
+from ..articles import format_datetime
+from ..config import DEFAULT_SLOTS, load_config
+from ..errors import ConfigError, RecommenderError, UnknownSlot
+from ..overrides import Overrides, OverridesFile, Pin, parse_until
+from ..store import IndexDirectory, IndexVersion
 from .main import CommandError, echo_json, index_option, reports_errors
 
+# Editorial commands never depend on recommender.toml being valid: a takedown (`block`) must
+# work exactly when something else is broken. They read the index only to warn.
 
-def _known(index: str, *ids: str) -> None:
-    """Overrides may name articles not indexed yet, but a typo is more likely: warn."""
-    rec = Recommender.open(index)
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _check_ids(index: str, *ids: str, now: datetime | None = None) -> None:
+    """Overrides may name articles not indexed yet, but a typo is more likely: warn. Also warn
+    when an article cannot be shown (withdrawn, or dated in the future)."""
+    try:
+        version = IndexVersion(IndexDirectory(index).current_path())
+    except RecommenderError as exc:
+        _warn(f"cannot check the ids against the index ({exc})")
+        return
+    try:
+        articles = {aid: version.articles_at([version.position[aid]])[version.position[aid]]
+                    for aid in ids if aid in version.position}
+    finally:
+        version.close()
     for article_id in ids:
-        if article_id not in rec:
-            click.echo(f"warning: {article_id!r} is not in the index (yet)", err=True)
+        article = articles.get(article_id)
+        if article is None:
+            _warn(f"{article_id!r} is not in the index (yet)")
+        elif not article.is_published:
+            _warn(f"{article_id!r} is {article.status}: it is shown nowhere until it is "
+                  "published")
+        elif now is not None and article.published_at and article.published_at > now:
+            _warn(f"{article_id!r} is dated {article.published_at.isoformat()}: it is held "
+                  "back until then")
+
+
+def _report(overrides: Overrides) -> None:
+    for problem in overrides.problems:
+        _warn(problem)
+
+
+def _check_slot(index: str, slot: str) -> None:
+    try:
+        slots = load_config(index).slots
+    except ConfigError as exc:
+        _warn(f"the slot is not checked: {exc}")
+        slots = DEFAULT_SLOTS
+        if slot not in slots:
+            return
+    if slot not in slots:
+        raise UnknownSlot(f"unknown slot {slot!r} (known: {', '.join(slots)})")
 
 
 @click.command()
@@ -26,20 +71,27 @@ def _known(index: str, *ids: str) -> None:
 @click.option("--position", type=click.IntRange(min=1), default=1, show_default=True,
               help="1-based position in the slot.")
 @click.option("--until", metavar="DATE", default=None,
-              help="ISO 8601 date or datetime after which the pin lapses.")
+              help="Last day of the pin (ISO 8601, UTC; the day is included), or the "
+                   "datetime at which it lapses.")
 @reports_errors
 def pin(source: str, target: str, index: str, slot: str, position: int,
         until: str | None) -> None:
     """Always show TARGET_ID at POSITION in SLOT on the page of SOURCE_ID."""
     try:
-        expires = parse_datetime(until, "--until")
+        expires = parse_until(until, "--until")
     except ValueError as exc:
         raise CommandError(str(exc), 2) from exc
-    Recommender.open(index).policy(slot)  # unknown slot -> exit 2
-    _known(index, source, target)
-    OverridesFile(index).pin(Pin(source, target, slot, position, expires))
+    _check_slot(index, slot)
+    now = datetime.now(UTC)
+    saved = OverridesFile(index).pin(Pin(source, target, slot, position, expires), now=now)
+    _report(saved)
+    _check_ids(index, source, target, now=now)
+    if target in saved.blocks:
+        _warn(f"{target!r} is blocked: the pin shows nothing until it is unblocked")
+    if frozenset((source, target)) in saved.never_pair:
+        _warn(f"{source!r} and {target!r} are a never-pair: the pin shows nothing")
     click.echo(f"pinned {target} at {slot}[{position}] on {source}"
-               + (f" until {until}" if until else ""))
+               + (f" until {until} (lapses at {format_datetime(expires)})" if expires else ""))
 
 
 @click.command()
@@ -61,8 +113,8 @@ def unpin(source: str, target: str, index: str, slot: str | None) -> None:
 @reports_errors
 def block(article_id: str, index: str, reason: str) -> None:
     """Never show article ID in any slot."""
-    _known(index, article_id)
-    OverridesFile(index).block(article_id, reason)
+    _report(OverridesFile(index).block(article_id, reason))
+    _check_ids(index, article_id)
     click.echo(f"blocked {article_id}")
 
 
@@ -84,7 +136,9 @@ def unblock(article_id: str, index: str) -> None:
 @reports_errors
 def never_pair(first: str, second: str, index: str, remove: bool) -> None:
     """Never show ID and OTHER_ID on each other's pages."""
-    OverridesFile(index).never_pair(first, second, remove=remove)
+    _report(OverridesFile(index).never_pair(first, second, remove=remove))
+    if not remove:
+        _check_ids(index, first, second)
     click.echo(f"{'allowed' if remove else 'never pairing'} {first} and {second}")
 
 
@@ -93,7 +147,7 @@ def never_pair(first: str, second: str, index: str, remove: bool) -> None:
 @reports_errors
 def overrides(index: str) -> None:
     """Print the editorial overrides of an index (the JSON file they are stored in)."""
-    echo_json(OverridesFile(index).load().to_dict())
+    echo_json(OverridesFile(index).load().to_dict())  # what it had to drop is logged
 
 
 COMMANDS = [pin, unpin, block, unblock, never_pair, overrides]

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from ..build import BuildReport, build_index
+from ..articles import Problem
+from ..build import MAX_REMOVED_SHARE, BuildReport, build_index, rollback
 from ..embedding import ProgressCallback
 from ..neighbours import DEFAULT_N
 from ..recommender import Recommender
@@ -69,8 +70,7 @@ def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
     if as_json:
         echo_json(report.to_dict())
     else:
-        for problem in report.problems:
-            click.echo(str(problem), err=True)
+        print_problems(report.problems)
         if not quiet:
             click.echo(
                 f"{report.index}: version {report.version}, {report.total} articles "
@@ -80,6 +80,30 @@ def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
                 f"{report.embedded} in {report.embed_seconds:.1f}s, total {report.seconds:.1f}s")
     if report.invalid:
         raise click.exceptions.Exit(EXIT_INVALID_RECORDS)
+
+
+# A run over a bad export can have a problem per record: the first few of each kind are
+# shown, then one line that counts the rest (`--json` lists every one).
+SHOWN_PER_REASON = 3
+SHOWN_IN_ALL = 100
+
+
+def print_problems(problems: list[Problem]) -> None:
+    by_reason: dict[tuple[str, str], list[Problem]] = {}
+    for problem in problems:
+        by_reason.setdefault((problem.severity, problem.reason), []).append(problem)
+    shown = 0
+    for (severity, reason), group in by_reason.items():
+        for problem in group[:SHOWN_PER_REASON]:
+            if shown < SHOWN_IN_ALL:
+                click.echo(str(problem), err=True)
+            shown += 1
+        if len(group) > SHOWN_PER_REASON and shown < SHOWN_IN_ALL:
+            click.echo(f"{severity}: {len(group) - SHOWN_PER_REASON:,} more like this: {reason}",
+                       err=True)
+    if shown > SHOWN_IN_ALL:
+        click.echo(f"... {shown - SHOWN_IN_ALL:,} more problems not shown (--json lists every "
+                   "one)", err=True)
 
 
 def _common_build_options(func: Any) -> Any:
@@ -106,7 +130,8 @@ def _common_build_options(func: Any) -> Any:
 
 def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision: str,
                strict: bool, neighbours: int, quiet: bool, as_json: bool, incremental: bool,
-               delete: tuple[str, ...] = ()) -> None:
+               delete: tuple[str, ...] = (), max_removed_share: float = MAX_REMOVED_SHARE
+               ) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
 
@@ -118,21 +143,29 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
     with progress_bar(show_progress(quiet or as_json)) as progress:
         report = build_index(index, list(inputs), embedder=embedder, incremental=incremental,
                              delete=delete, strict=strict, progress=progress,
-                             neighbours=neighbours)
+                             neighbours=neighbours, max_removed_share=max_removed_share)
     print_report(report, as_json, quiet)
 
 
 @click.command()
 @_common_build_options
+@click.option("--max-removals", "max_removals", type=click.FloatRange(0, 1), metavar="SHARE",
+              envvar="RECOMMENDER_MAX_REMOVALS", default=MAX_REMOVED_SHARE, show_default=True,
+              help="Refuse to publish if more than this share of the index would be removed "
+                   "(or $RECOMMENDER_MAX_REMOVALS).")
+@click.option("--allow-removals", is_flag=True,
+              help="Remove whatever the input does not list, even all of it.")
 @reports_errors
 def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-          neighbours: int, quiet: bool, as_json: bool) -> None:
+          neighbours: int, quiet: bool, as_json: bool, max_removals: float,
+          allow_removals: bool) -> None:
     """Build the index from INPUT files (.jsonl or .csv): it then holds exactly those
-    articles. Vectors of unchanged articles in an existing index are reused."""
+    articles. Vectors of unchanged articles in an existing index are reused. A build that
+    would remove more than --max-removals of the index (an empty or cut export) is refused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
     _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
-               incremental=False)
+               incremental=False, max_removed_share=1.0 if allow_removals else max_removals)
 
 
 @click.command()
@@ -165,4 +198,16 @@ def info(index: str, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-COMMANDS = [build, update, info]
+@click.command("rollback")
+@index_option
+@click.option("--to", "to", metavar="VERSION", default=None,
+              help="The version to make live [default: the one before the live one].")
+@reports_errors
+def rollback_command(index: str, to: str | None) -> None:
+    """Make the previous version of the index live again (open readers follow within a
+    second). The versions on disk are the live one and the two before it."""
+    was, now = rollback(index, to)
+    click.echo(f"{index}: {now} is live again (was {was})")
+
+
+COMMANDS = [build, update, info, rollback_command]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -69,14 +70,29 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+class _StderrHandler(logging.Handler):
+    """What the library logs ("recommender" logger) as `error: ...` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def _log_to_stderr() -> None:
+    library = logging.getLogger("recommender")
+    if not any(isinstance(h, _StderrHandler) for h in library.handlers):
+        library.addHandler(_StderrHandler(logging.WARNING))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="recommender")
 def main() -> None:
     """Related articles for the "See also" and "You may also like" slots of news sites."""
+    _log_to_stderr()
 
 
 def _register() -> None:
     from . import (
+        config_commands,
         dataset_commands,
         editorial_commands,
         evaluation_commands,
@@ -85,8 +101,8 @@ def _register() -> None:
         render_commands,
     )
 
-    for module in (index_commands, query_commands, editorial_commands, render_commands,
-                   evaluation_commands, dataset_commands):
+    for module in (index_commands, query_commands, editorial_commands, config_commands,
+                   render_commands, evaluation_commands, dataset_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

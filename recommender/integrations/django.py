@@ -43,7 +43,7 @@ def _opener(key: _SettingsKey) -> SafeRecommender:
         if index is None:
             raise ImproperlyConfigured("set RECOMMENDER_INDEX in the Django settings "
                                        "(or $RECOMMENDER_INDEX) to the index directory")
-        return Recommender.open(index, config=config)
+        return Recommender.open(index, config=config, strict_config=False)
 
     return SafeRecommender(open_index)
 

@@ -4,6 +4,7 @@ raises into a page (a failure empties the slot and is logged once), and a link's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -11,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ..articles import safe_url
 from ..config import Config
 from ..errors import ArticleNotFound, RecommenderError
 from ..ranking import Recommendation, explain_reason
@@ -70,7 +72,8 @@ class SafeRecommender:
             return source
         if callable(source):
             return source()
-        return Recommender.open(source, config=self._config)
+        # A bad recommender.toml must not blank the site: defaults serve (logged) until fixed.
+        return Recommender.open(source, config=self._config, strict_config=False)
 
     def _ready(self) -> Recommender | None:
         """The Recommender, or None while a failed open waits for its retry."""
@@ -93,7 +96,8 @@ class SafeRecommender:
         if rec is None:
             return []
         try:
-            return rec.related(str(article_id), slot=slot, k=None if k is None else int(k))
+            return _linkable(rec.related(str(article_id), slot=slot,
+                                         k=None if k is None else int(k)))
         except Exception as exc:
             self._logged.report(exc)
             return []
@@ -109,7 +113,8 @@ class SafeRecommender:
         if rec is None:
             return PageSlots()
         try:
-            return PageSlots(rec.page(str(article_id)))
+            return PageSlots((name, _linkable(results))
+                             for name, results in rec.page(str(article_id)).items())
         except Exception as exc:
             self._logged.report(exc)
             return PageSlots((name, []) for name in rec.slots)
@@ -121,6 +126,13 @@ class SafeRecommender:
                 self._recommender = None
             self._failed_at = None
             self._logged.clear()
+
+
+def _linkable(results: list[Recommendation]) -> list[Recommendation]:
+    """Only http(s) and relative URLs reach a template's href (an index built before URLs
+    were checked may still hold a `javascript:` one): any other becomes None."""
+    return [r if r.url == safe_url(r.url) else dataclasses.replace(r, url=safe_url(r.url))
+            for r in results]
 
 
 class _LogOnce:
