@@ -97,6 +97,24 @@ class Candidates:
 
 
 @dataclass(frozen=True)
+class Keys:
+    """Per-row attributes the copy and event rules compare (arrays, or one row's values)."""
+
+    title: Any      # int64 hash of the normalised title
+    body: Any       # int64 hash of the body (0: none)
+    story: Any      # int32 story_id code (-1: none)
+    timestamp: Any  # float64 epoch seconds (NaN: undated)
+
+    def at(self, i: int) -> Keys:
+        return Keys(self.title[i], self.body[i], self.story[i], self.timestamp[i])
+
+    def row(self) -> Keys:
+        """As one row, to broadcast against a column."""
+        return Keys(self.title[None, :], self.body[None, :], self.story[None, :],
+                    self.timestamp[None, :])
+
+
+@dataclass(frozen=True)
 class Prepared:
     """One source's candidates with what every slot reads of them (see Ranker.prepare)."""
 
@@ -224,16 +242,22 @@ class Ranker:
 
     # ------------------------------------------------------------------ relations
 
+    def keys(self, rows: np.ndarray | int) -> Keys:
+        """What the copy and event rules compare, for these rows."""
+        cols = self.columns
+        return Keys(cols.title_key[rows], cols.body_key[rows], cols.story[rows],
+                    cols.timestamp[rows])
+
     def duplicate(self, source: int | np.ndarray, rows: np.ndarray, cosine: np.ndarray
                   ) -> np.ndarray:
         """Copies of `source` (a row, or a column of rows against `rows` as a row: arrays
         broadcast): near-identical meaning, the same headline (normalised), or the same body
         text under another headline."""
-        cols = self.columns
-        src_body = cols.body_key[source]
-        same_body = (cols.body_key[rows] == src_body) & (src_body != 0)
-        dup: np.ndarray = (cosine >= self.config.duplicate_similarity) | same_body | \
-            (cols.title_key[rows] == cols.title_key[source])
+        return self._copies(self.keys(source), self.keys(rows), cosine)
+
+    def _copies(self, a: Keys, b: Keys, cosine: np.ndarray) -> np.ndarray:
+        dup: np.ndarray = (cosine >= self.config.duplicate_similarity) | \
+            ((b.body == a.body) & (a.body != 0)) | (b.title == a.title)
         return dup
 
     def _days_apart(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
@@ -246,11 +270,12 @@ class Ranker:
         story_window_days of each other and either of the same story_id (when both have one)
         or close in meaning (event_similarity). Pairwise, never chained: an editor's story_id
         spanning weeks of follow-ups is a saga of several events."""
-        cfg, cols = self.config, self.columns
-        sa, sb = cols.story[a], cols.story[b]
-        days = self._days_apart(a, b)
-        close = ~(days > cfg.story_window_days)  # undated: no time apart
-        same: np.ndarray = close & np.where((sa >= 0) & (sb >= 0), sa == sb,
+        return self._one_event(self.keys(a), self.keys(b), cosine)
+
+    def _one_event(self, a: Keys, b: Keys, cosine: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        close = ~(np.abs(b.timestamp - a.timestamp) / DAY > cfg.story_window_days)  # undated
+        same: np.ndarray = close & np.where((a.story >= 0) & (b.story >= 0), a.story == b.story,
                                             cosine >= cfg.event_similarity)
         return same
 
@@ -444,6 +469,7 @@ class Ranker:
             return []
         rows = scored.c.rows[index]
         vectors = np.asarray(self.vectors[rows], dtype=np.float32)
+        keys = self.keys(rows)
         remaining = np.ones(len(index), dtype=bool)
         if page:  # never a copy of, or (one_per_event) the same event as, a link on the page
             on_page = np.asarray(page, dtype=np.int64)
@@ -452,7 +478,8 @@ class Ranker:
             # the normal state of a server. einsum runs in this thread, every time as fast.
             cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[on_page], dtype=np.float32),
                                vectors)
-            remaining &= ~self._conflict(policy, on_page[:, None], rows[None, :], cosine).any(0)
+            remaining &= ~self._conflict(policy, self.keys(on_page[:, None]), keys.row(),
+                                         cosine).any(0)
         # Cosines to the links picked so far, one row per pick (no pool x pool product).
         nearest = np.full(len(index), -np.inf, dtype=np.float32)
         tier = scored.other_language[index].astype(np.int8) if policy.languages == "same_first" \
@@ -493,7 +520,7 @@ class Ranker:
                 reason["other_language"] = True
             cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
             nearest = np.maximum(nearest, cosine_j)
-            conflict = self._conflict(policy, rows[j], rows, cosine_j)
+            conflict = self._conflict(policy, keys.at(j), keys, cosine_j)
             remaining[j] = False
             collapsed = np.flatnonzero(conflict & remaining)
             if len(collapsed):
@@ -503,13 +530,13 @@ class Ranker:
             out.append(Pick(int(rows[j]), float(base[j]), reason))
         return out
 
-    def _conflict(self, policy: SlotPolicy, a: np.ndarray | int, b: np.ndarray,
-                  cosine: np.ndarray) -> np.ndarray:
+    def _conflict(self, policy: SlotPolicy, a: Keys, b: Keys, cosine: np.ndarray
+                  ) -> np.ndarray:
         """Rows that may not stand beside each other (broadcast): copies, and with
         one_per_event two links of one event."""
-        out = self.duplicate(a, b, cosine)
+        out = self._copies(a, b, cosine)
         if policy.one_per_event:
-            out |= self.same_event(np.asarray(a), b, cosine)
+            out |= self._one_event(a, b, cosine)
         return out
 
     def _fallback(self, policy: SlotPolicy, source: int, scored: Scored, chosen: list[Pick],

@@ -249,8 +249,10 @@ class Recommender:
         keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)
         return live.ranker.candidates(anchor, rows[0][keep][:n])
 
-    def _results(self, version: IndexVersion, picks: list[Pick]) -> list[Recommendation]:
-        rows = version.summaries_at(p.row for p in picks)
+    def _results(self, version: IndexVersion, picks: list[Pick],
+                 rows: dict[int, tuple[Any, ...]] | None = None) -> list[Recommendation]:
+        if rows is None:
+            rows = version.summaries_at(p.row for p in picks)
         out = []
         for pick in picks:
             article_id, title, url, published_at, section, status = rows[pick.row]
@@ -296,21 +298,20 @@ class Recommender:
         prepared = ranker.prepare(source, candidates)
         pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
         shown: list[int] = []
-        out: dict[str, list[Recommendation]] = {}
+        chosen: dict[str, list[Pick]] = {}
         for policy in policies:
             reserved = {r for name, rows in pinned.items() if name != policy.name for r in rows}
             try:
                 picks = ranker.select(policy, prepared, now=now, overrides=overrides,
                                       shown=shown, reserved=reserved)
-                results = self._results(version, picks)
             except Exception as exc:  # one broken slot renders empty alone, not the page
                 self._log_once("slot", f"slot {policy.name!r} left empty: "
                                f"{type(exc).__name__}: {exc}", exc)
-                out[policy.name] = []
-                continue
+                picks = []
             shown.extend(p.row for p in picks)
-            out[policy.name] = results
-        return out
+            chosen[policy.name] = picks
+        rows = version.summaries_at(shown)  # one read for the whole page
+        return {name: self._results(version, picks, rows) for name, picks in chosen.items()}
 
     def pair_relevance(self, first: str, second: str) -> float:
         """The fused relevance score of two articles (what `similar` ranks by)."""
