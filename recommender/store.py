@@ -496,12 +496,18 @@ class IndexVersion:
         self._faiss: Any = None
         self._sparse: dict[str, Any] = {}
         try:  # memory-mapped now: the mapping outlives the pruning of this version
-            self._table = read_table(path)
+            table = read_table(path)
+            # Plain arrays over the same memory maps: slicing a np.memmap costs a subclass
+            # round trip on every lookup.
+            self._table = None if table is None else \
+                (np.asarray(table[0]), np.asarray(table[1]), np.asarray(table[2]),
+                 np.asarray(table[3]))
         except READ_ERRORS as exc:
             raise IndexCorrupt(f"cannot read the neighbour table of {path}: {exc}") from exc
         if self._table is not None and self._table[0].shape[0] != self.manifest.count:
             raise IndexCorrupt(f"the neighbour table of {path} does not match its manifest")
         self._load_lock = threading.Lock()
+        self._summaries: dict[int, tuple[Any, ...]] = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -555,11 +561,23 @@ class IndexVersion:
         return {row[0]: article_from_row(row)
                 for row in self._rows_at(ARTICLE_COLUMNS, positions)}
 
+    SUMMARY_CACHE = 65_536  # rows kept per version: a site's popular links repeat
+
     def summaries_at(self, positions: Iterable[int]) -> dict[int, tuple[Any, ...]]:
         """(id, title, url, published_at, section, status) per row: what a result shows,
-        without decoding whole articles (the serving path)."""
-        rows = self._rows_at("pos, id, title, url, published_at, section, status", positions)
-        return {row[0]: row[1:] for row in rows}
+        without decoding whole articles (the serving path). A version never changes, so the
+        rows read are kept (up to SUMMARY_CACHE) and a link shown on many pages is read once."""
+        wanted = [int(p) for p in positions]
+        cache = self._summaries
+        out = {p: cache[p] for p in wanted if p in cache}
+        missing = [p for p in wanted if p not in out]
+        if missing:
+            for row in self._rows_at("pos, id, title, url, published_at, section, status",
+                                     missing):
+                out[row[0]] = row[1:]
+                if len(cache) < self.SUMMARY_CACHE:
+                    cache[row[0]] = row[1:]
+        return out
 
     def content_hashes(self) -> dict[str, tuple[int, str]]:
         """id -> (row, content hash), for reusing vectors in the next build."""
