@@ -490,23 +490,40 @@ class Ranker:
         picked: list[int] = []
         out: list[Pick] = []
         lam = policy.mmr_lambda
+        in_story = scored.story[index]
+        story_only = policy.scope == "story"
+        # Without MMR the order is fixed: same language first, then by score (ties: the
+        # candidate table's order). Walk it once instead of re-ranking after each pick.
+        order = np.lexsort((-base, tier)).tolist() if lam >= 1.0 else []
+        cursor = 0
         while len(out) < limit and remaining.any():
-            value = base.copy()
-            if picked and lam < 1.0:
-                value = lam * base - (1.0 - lam) * nearest
-            value[~remaining] = -np.inf
-            value[tier != tier[remaining].min()] = -np.inf
             latest = False
+            j = -1
             if policy.latest_first and not picked:
-                newer = np.isfinite(value) & scored.development[index]
+                newer = remaining & (tier == tier[remaining].min()) & \
+                    scored.development[index]
                 if newer.any():  # the story's latest development leads
-                    value = np.where(newer, dates, -np.inf)
-                    latest = True
-            if policy.scope == "story" and not latest:  # then the story's best coverage
-                value[~scored.story[index]] = -np.inf
+                    j, latest = int(np.argmax(np.where(newer, dates, -np.inf))), True
+            if not latest and lam >= 1.0:
+                while cursor < len(order):
+                    candidate = order[cursor]
+                    cursor += 1
+                    if remaining[candidate] and (in_story[candidate] or not story_only):
+                        j = candidate
+                        break
+                if j < 0:
+                    break
+            elif not latest:
+                value = base.copy()
+                if picked:
+                    value = lam * base - (1.0 - lam) * nearest
+                value[~remaining] = -np.inf
+                value[tier != tier[remaining].min()] = -np.inf
+                if story_only:  # then the story's best coverage
+                    value[~in_story] = -np.inf
                 if not np.isfinite(value).any():
                     break
-            j = int(np.argmax(value))
+                j = int(np.argmax(value))
             i = int(index[j])
             reason: dict[str, Any] = dict(label or {})
             reason.update({name: _r(values[i]) for name, values in scored.parts.items()})
