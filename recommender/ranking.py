@@ -171,6 +171,9 @@ class Ranker:
         self.vectors = np.asarray(version.vectors)
         self.columns = version.columns
         self.config = config
+        # Most sites have one language and no translation links: their pages skip that work.
+        self._languages = len(version.columns.languages)
+        self._translations = bool((version.columns.original >= 0).any())
         self._by_date: np.ndarray | None = None
         self._overrides: tuple[Overrides, set[int], dict[int, set[int]]] | None = None
 
@@ -306,8 +309,10 @@ class Ranker:
 
     def _linked(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
         """Linked by `translation_of` (one is the other's original, or both share one)."""
-        original = self.columns.original
         a_arr, b_arr = np.asarray(a), np.asarray(b)
+        if not self._translations:
+            return np.zeros(np.broadcast_shapes(a_arr.shape, b_arr.shape), dtype=bool)
+        original = self.columns.original
         out: np.ndarray = (np.where(original[a_arr] >= 0, original[a_arr], a_arr) ==
                            np.where(original[b_arr] >= 0, original[b_arr], b_arr)) & \
             (a_arr != b_arr)
@@ -317,6 +322,8 @@ class Ranker:
         """Translations of the source: linked by `translation_of`, or another language, close
         in meaning (translation_similarity) and published within translation_window_days."""
         cfg = self.config
+        if self._languages < 2:
+            return self._linked(source, rows)
         other = self._other_language(source, rows)
         days = self._days_apart(source, rows)
         close = ~(days > cfg.translation_window_days)  # undated: no time apart
@@ -334,7 +341,7 @@ class Ranker:
     def _other_language(self, source: int, rows: np.ndarray) -> np.ndarray:
         lang = self.columns.language
         src = lang[source]
-        if src < 0:
+        if src < 0 or self._languages < 2:
             return np.zeros(len(rows), dtype=bool)
         theirs = lang[rows]
         other: np.ndarray = (theirs >= 0) & (theirs != src)
