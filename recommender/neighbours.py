@@ -5,7 +5,8 @@ Exact search in blocks of 1,024 queries, by numpy's BLAS plus torch.topk (numpy'
 argpartition is ~25x slower on 100k-wide rows) or by faiss.knn, whichever the first blocks
 measure faster on this machine. An update recomputes the rows of changed articles and merges
 them into everyone else's lists, so the newest article enters older articles' lists without a
-full pass.
+full pass; the lists that lost an entry are recomputed, so the table always equals a full
+recomputation.
 """
 
 from __future__ import annotations
@@ -118,23 +119,30 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
                  old_scores: np.ndarray, changed: np.ndarray, n: int = DEFAULT_N
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Bring a table up to date after an update.
+    """Bring a table up to date after an update, equal to a full recomputation.
 
     old_rows/old_scores: the previous table already renumbered to the new rows (-1 where the
     article is gone, and for rows of new articles). changed: rows whose vector is new or
-    changed, or that became candidates. Their own lists are recomputed; every other list
-    drops its entries for them and merges in their fresh scores.
+    changed, or that became candidates. Their own lists are recomputed, and so is every list
+    that lost an entry (one pointing at a changed row's old score, at an article no longer a
+    candidate, or at one removed): its next neighbour was never stored. Every other list
+    merges in the changed candidates' fresh scores, which is exact for a top-n.
     """
     changed = np.unique(np.asarray(changed, dtype=np.int64))
     rows, scores = old_rows.copy(), old_scores.copy()
-    if len(changed):
-        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, n, queries=changed)
-        rows[changed], scores[changed] = fresh_rows, fresh_scores
-    others = np.setdiff1d(np.arange(len(vectors)), changed)
-    # Entries pointing at changed rows carry old scores: drop them, then merge the fresh ones.
-    stale = np.isin(rows[others], changed)
-    rows[others] = np.where(stale, -1, rows[others])
-    scores[others] = np.where(stale, -np.inf, scores[others])
+    candidates = np.asarray(candidates, dtype=bool)
+    stored = rows >= 0
+    target = np.where(stored, rows, 0)
+    stale = stored & (np.isin(target, changed) | ~candidates[target])
+    rows[stale] = -1
+    # A list should hold min(n, candidates other than the row itself) entries.
+    expected = np.minimum(n, int(candidates.sum()) - candidates.astype(np.int64))
+    short = (rows >= 0).sum(axis=1) < expected
+    recompute = np.union1d(changed, np.flatnonzero(stale.any(axis=1) | short))
+    if len(recompute):
+        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, n, queries=recompute)
+        rows[recompute], scores[recompute] = fresh_rows, fresh_scores
+    others = np.setdiff1d(np.arange(len(vectors)), recompute)
     scores[rows < 0] = -np.inf
     new_candidates = changed[candidates[changed]]
     if len(new_candidates) and len(others):
