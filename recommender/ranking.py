@@ -90,11 +90,6 @@ class Candidates:
     lexical: np.ndarray    # float32 TF-IDF cosine of title and body
     names: np.ndarray      # float32 TF-IDF cosine of the names mentioned
 
-    def __add__(self, other: Candidates) -> Candidates:
-        return Candidates(*(np.concatenate([a, b]) for a, b in (
-            (self.rows, other.rows), (self.semantic, other.semantic),
-            (self.lexical, other.lexical), (self.names, other.names))))
-
 
 @dataclass(frozen=True)
 class Keys:
