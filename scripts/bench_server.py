@@ -134,7 +134,8 @@ def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[st
             print(rows[-1].line(), file=sys.stderr)
         publishing = subprocess.Popen(publisher, stdout=subprocess.PIPE, text=True)
         try:
-            time.sleep(args.publish_every)  # the publisher loads its model first
+            assert publishing.stdout is not None
+            publishing.stdout.readline()  # its first publish: the model is loaded
             wall, started = time.time(), time.perf_counter()
             n, errors, lat = asyncio.run(drive(port, ids, 64, max(args.seconds,
                                                                   3 * args.publish_every)))
