@@ -140,7 +140,8 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
             f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}",
                    VERSION_HEADER: version}
-        if etag in _tags(request.headers.get("if-none-match")):
+        tags = _tags(request.headers.get("if-none-match"))
+        if etag in tags or "*" in tags:
             return Response(status_code=304, headers=headers)
         body = answer()
         headers[VERSION_HEADER] = body.get("version", version)
@@ -251,8 +252,7 @@ def _links(results: list[Recommendation]) -> list[dict[str, Any]]:
 def _tags(header: str | None) -> set[str]:
     if not header:
         return set()
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return tags | ({'"*"'} if "*" in tags else set())
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
