@@ -179,6 +179,11 @@ class OverridesFile:
         self._cached: tuple[tuple[int, int] | None, Overrides] = (None, Overrides())
         self._seen: tuple[int, int] | None = None  # the stamp last read, good or bad
 
+    def stamp(self) -> tuple[int, int] | None:
+        """(inode, mtime_ns) of the overrides file, None when there is none: a cheap change
+        detector (what caches key on)."""
+        return self._stamp()
+
     def _stamp(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -193,6 +194,16 @@ class Recommender:
 
     def overrides(self) -> Overrides:
         return self._overrides.load()
+
+    def state(self) -> str:
+        """A short tag that changes whenever answers may change for a reason other than the
+        question: a new index version, an edit of the overrides or of the config file, or the
+        clock moving to another minute (freshness, pins' and embargoes' ends). For caches: two
+        equal tags give equal answers to equal queries (within the minute)."""
+        version = self._current().version.manifest.version
+        minute = self.now().astimezone(UTC).strftime("%Y%m%dT%H%M")
+        parts = (version, self._overrides.stamp(), _stamp(self._config_file), minute)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
     # ------------------------------------------------------------------ lookups
 

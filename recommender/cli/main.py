@@ -99,10 +99,11 @@ def _register() -> None:
         index_commands,
         query_commands,
         render_commands,
+        serve_commands,
     )
 
     for module in (index_commands, query_commands, editorial_commands, config_commands,
-                   render_commands, evaluation_commands, dataset_commands):
+                   render_commands, evaluation_commands, dataset_commands, serve_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,297 @@
+"""The read-only HTTP API over one `Recommender` (FastAPI): what the CLI and templates show,
+as JSON, with cache validators. No ranking here: every answer is a library call.
+
+    uvicorn --factory recommender.server:app_from_environment   # or: recommender serve
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+try:
+    from fastapi import Body, FastAPI, Path, Query, Request, Response
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+    from starlette.exceptions import HTTPException
+except ImportError as exc:
+    raise ImportError("recommender serve needs FastAPI and uvicorn: "
+                      "pip install 'recommender[server]'") from exc
+
+from .config import Config
+from .errors import ArticleNotFound, RecommenderError, UnknownSlot
+from .ranking import Recommendation, explain_reason
+from .recommender import Recommender
+
+__all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
+
+MAX_K = 100       # links per slot a request may ask for
+MAX_BATCH = 100   # ids per batch request
+DEFAULT_MAX_AGE = 60
+INDEX_ENV, CONFIG_ENV, MAX_AGE_ENV = "RECOMMENDER_INDEX", "RECOMMENDER_CONFIG", \
+    "RECOMMENDER_MAX_AGE"
+VERSION_HEADER = "X-Index-Version"
+
+logger = logging.getLogger("recommender")
+
+ArticleId = Annotated[str, Path(description="Article id (URL-encoded; may contain '/').",
+                                min_length=1)]
+Slot = Annotated[str, Query(description="Slot name (see /v1/info).", min_length=1)]
+K = Annotated[int | None, Query(ge=1, le=MAX_K, description="Links [default: the slot's].")]
+Explain = Annotated[bool, Query(description="Add a one-line explanation of each link.")]
+Unknown = Annotated[Literal["error", "empty"], Query(
+    description="An id the index does not know: 404 (error) or empty slots (empty), for "
+                "articles published after the last update.")]
+
+
+class Link(BaseModel):
+    """One link: `Recommendation.to_dict()`, as the CLI's --json prints it."""
+
+    id: str
+    title: str
+    url: str | None
+    score: float
+    reason: dict[str, Any]
+    published_at: str | None
+    section: str | None
+    status: str
+
+
+class RelatedResponse(BaseModel):
+    id: str
+    slot: str
+    version: str
+    results: list[Link]
+    explanations: list[str] | None = None
+
+
+class PageResponse(BaseModel):
+    id: str
+    version: str
+    slots: dict[str, list[Link]]
+    explanations: dict[str, list[str]] | None = None
+
+
+class SimilarResponse(BaseModel):
+    id: str
+    version: str
+    results: list[Link]
+
+
+class BatchRequest(BaseModel):
+    ids: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_BATCH)
+    slot: str = Field(default="you_may_also_like", min_length=1)
+    k: int | None = Field(default=None, ge=1, le=MAX_K)
+    unknown: Literal["error", "empty"] = "error"
+
+
+class BatchResponse(BaseModel):
+    slot: str
+    version: str
+    results: dict[str, list[Link]]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    articles: int
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "article_not_found or unknown_slot"},
+    422: {"model": ErrorResponse, "description": "invalid_request: a bad parameter"},
+}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(source: Recommender | str | os.PathLike[str], *,
+               config: Config | str | os.PathLike[str] | None = None,
+               max_age: int = DEFAULT_MAX_AGE) -> FastAPI:
+    """The API over `source` (a Recommender, or an index path opened now). Responses carry
+    the index version (X-Index-Version), an ETag of what the answer depends on (index
+    version, overrides, config, the clock's minute, the request) and
+    `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304."""
+    rec = source if isinstance(source, Recommender) else Recommender.open(source, config=config)
+    app = FastAPI(title="recommender", version=_package_version(),
+                  description="Related articles for the See also and You may also like slots.")
+    _install_error_handlers(app)
+
+    def conditional(request: Request, answer: Callable[[], dict[str, Any]]) -> Response:
+        """The answer as JSON with its validators, or 304 when the client has it already.
+        The tag is computed before the answer, so a 304 costs no query."""
+        version, state = rec.version, rec.state()
+        etag = '"' + hashlib.sha256(
+            f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}",
+                   VERSION_HEADER: version}
+        tags = _tags(request.headers.get("if-none-match"))
+        if etag in tags or "*" in tags:
+            return Response(status_code=304, headers=headers)
+        body = answer()
+        headers[VERSION_HEADER] = body.get("version", version)
+        return JSONResponse(body, headers=headers)
+
+    @app.get("/v1/articles/{article_id:path}/related", response_model=RelatedResponse,
+             responses=ERRORS, summary="What one slot shows on the page of an article")
+    async def related(request: Request, article_id: ArticleId, slot: Slot = "you_may_also_like",
+                      k: K = None, explain: Explain = False, unknown: Unknown = "error"
+                      ) -> Response:
+        def answer() -> dict[str, Any]:
+            version = rec.version
+            try:
+                results = rec.related(article_id, slot=slot, k=k)
+            except ArticleNotFound:
+                if unknown == "error":
+                    raise
+                rec.policy(slot)  # an unknown slot stays an error
+                results = []
+            body: dict[str, Any] = {"id": article_id, "slot": slot, "version": version,
+                                    "results": _links(results)}
+            if explain:
+                body["explanations"] = [explain_reason(r.reason) for r in results]
+            return body
+        return conditional(request, answer)
+
+    @app.get("/v1/articles/{article_id:path}/page", response_model=PageResponse,
+             responses=ERRORS, summary="Every slot of the page of an article, no article twice")
+    async def page(request: Request, article_id: ArticleId, explain: Explain = False,
+                   unknown: Unknown = "error") -> Response:
+        def answer() -> dict[str, Any]:
+            version = rec.version
+            try:
+                slots = rec.page(article_id)
+            except ArticleNotFound:
+                if unknown == "error":
+                    raise
+                slots = {name: [] for name in rec.slots}
+            body: dict[str, Any] = {"id": article_id, "version": version,
+                                    "slots": {n: _links(r) for n, r in slots.items()}}
+            if explain:
+                body["explanations"] = {n: [explain_reason(x.reason) for x in r]
+                                        for n, r in slots.items()}
+            return body
+        return conditional(request, answer)
+
+    @app.get("/v1/articles/{article_id:path}/similar", response_model=SimilarResponse,
+             responses=ERRORS, summary="The relevance ranking before any slot policy")
+    async def similar(request: Request, article_id: ArticleId,
+                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+                      unknown: Unknown = "error") -> Response:
+        def answer() -> dict[str, Any]:
+            version = rec.version
+            try:
+                results = rec.similar(article_id, k=k)
+            except ArticleNotFound:
+                if unknown == "error":
+                    raise
+                results = []
+            return {"id": article_id, "version": version, "results": _links(results)}
+        return conditional(request, answer)
+
+    @app.post("/v1/related:batch", response_model=BatchResponse, responses=ERRORS,
+              summary=f"One slot for many articles (at most {MAX_BATCH} ids)")
+    async def related_batch(batch: Annotated[BatchRequest, Body()]) -> Response:
+        version = rec.version
+        rec.policy(batch.slot)
+        results: dict[str, list[dict[str, Any]]] = {}
+        for article_id in batch.ids:
+            try:
+                results[article_id] = _links(rec.related(article_id, slot=batch.slot,
+                                                         k=batch.k))
+            except ArticleNotFound:
+                if batch.unknown == "error":
+                    raise
+                results[article_id] = []
+        return JSONResponse({"slot": batch.slot, "version": version, "results": results},
+                            headers={VERSION_HEADER: version})
+
+    @app.get("/v1/info", summary="The index served: version, model, counts, slots")
+    async def info(request: Request) -> Response:
+        return conditional(request, rec.info)
+
+    @app.get("/healthz", response_model=Health, summary="Liveness: the index is readable")
+    async def healthz() -> Response:
+        version = rec.version
+        return JSONResponse({"status": "ok", "version": version, "articles": len(rec)},
+                            headers={VERSION_HEADER: version, "Cache-Control": "no-store"})
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for `uvicorn --factory` (and each worker of `recommender serve --workers N`):
+    the index from $RECOMMENDER_INDEX, config from $RECOMMENDER_CONFIG, max-age from
+    $RECOMMENDER_MAX_AGE."""
+    index = os.environ.get(INDEX_ENV)
+    if not index:
+        raise RecommenderError(f"set ${INDEX_ENV} to the index directory to serve")
+    return create_app(index, config=os.environ.get(CONFIG_ENV) or None,
+                      max_age=int(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE))
+
+
+def _links(results: list[Recommendation]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in results]
+
+
+def _tags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as {"error": {"code", "message"}}; never a traceback in a response."""
+
+    @app.exception_handler(ArticleNotFound)
+    async def article_not_found(request: Request, exc: ArticleNotFound) -> JSONResponse:
+        return error_response(404, "article_not_found", str(exc))
+
+    @app.exception_handler(UnknownSlot)
+    async def unknown_slot(request: Request, exc: UnknownSlot) -> JSONResponse:
+        return error_response(404, "unknown_slot", str(exc))
+
+    @app.exception_handler(RecommenderError)
+    async def index_unavailable(request: Request, exc: RecommenderError) -> JSONResponse:
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "index_unavailable", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s: internal error", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", "internal server error")
+
+
+def _package_version() -> str:
+    from . import __version__
+    return __version__

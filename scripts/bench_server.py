@@ -1,0 +1,217 @@
+"""Load on `recommender serve`: requests/s and latency of `/v1/articles/{id}/page`.
+
+Starts `recommender serve` as a subprocess on a free port of 127.0.0.1 over (a) the sample
+corpus built with the real model and (b) N synthetic articles (scripts/bench_related.py's
+clustered vectors), then drives it with 1, 8 and 64 concurrent asyncio+httpx clients (random
+ids, no caching), and once more at 64 while another process publishes an update every few
+seconds. Prints one table; bounded in time (`--seconds` per row).
+
+    python scripts/bench_server.py [--articles 5000] [--seconds 5] [--workers 1]
+                                   [--publish-every 3] [--no-sample] [--articles 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_related import ClusteredEmbedder, records
+
+from recommender import Recommender, build_index, load_embedder, sample_corpus_path
+
+HOST = "127.0.0.1"  # never anything else: this is a load generator
+
+
+@dataclass
+class Row:
+    index: str
+    clients: int
+    publishing: bool
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    publishes: int = 0
+
+    def line(self) -> str:
+        lat = sorted(self.latencies) or [float("nan")]
+
+        def pct(q: float) -> float:
+            return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+
+        during = f"yes ({self.publishes})" if self.publishing else "no"
+        return (f"| {self.index} | {self.clients} | {during} | {self.requests / self.seconds:,.0f}"
+                f" | {pct(0.50):.1f} | {pct(0.99):.1f} | {self.errors} |")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(index: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recommender", "serve", "--index", str(index), "--host", HOST,
+         "--port", str(port), "--workers", str(workers)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise SystemExit(process.communicate()[1].decode()) from None
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("recommender serve did not start within 60 s")
+
+
+async def drive(port: int, ids: list[str], clients: int, seconds: float
+                ) -> tuple[int, int, list[float]]:
+    """`clients` closed-loop clients for `seconds`, each on its own keep-alive connection,
+    sending its next request when the previous answer is in. HTTP/1.1 is written by hand over
+    asyncio streams: an httpx.AsyncClient costs more CPU per request than the server does, and
+    on a shared 2-core machine it would be the client that is measured."""
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+
+    async def one_client(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while time.perf_counter() < end:
+                path = f"/v1/articles/{quote(rng.choice(ids), safe='')}/page"
+                started = time.perf_counter()
+                try:
+                    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    status = int(head.split(b" ", 2)[1])
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                    ok = status == 200 and b'"slots"' in body
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    ok = False
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
+                latencies.append(time.perf_counter() - started)
+                errors += not ok
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_client(seed) for seed in range(clients)))
+    return len(latencies), errors, latencies
+
+
+def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[str]
+            ) -> list[Row]:
+    ids = Recommender.open(index).ids()
+    port = free_port()
+    server = start_server(index, port, args.workers)
+    rows = []
+    try:
+        asyncio.run(drive(port, ids, 8, 1.0))  # warm-up
+        for clients in (1, 8, 64):
+            started = time.perf_counter()
+            n, errors, lat = asyncio.run(drive(port, ids, clients, args.seconds))
+            rows.append(Row(name, clients, False, n, errors, time.perf_counter() - started, lat))
+            print(rows[-1].line(), file=sys.stderr)
+        publishing = subprocess.Popen(publisher, stdout=subprocess.PIPE, text=True)
+        try:
+            assert publishing.stdout is not None
+            publishing.stdout.readline()  # its first publish: the model is loaded
+            wall, started = time.time(), time.perf_counter()
+            n, errors, lat = asyncio.run(drive(port, ids, 64, max(args.seconds,
+                                                                  3 * args.publish_every)))
+            seconds = time.perf_counter() - started
+        finally:
+            publishing.terminate()
+            out, _ = publishing.communicate(timeout=60)
+        published = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        done = sum(wall <= p["at"] <= wall + seconds for p in published)
+        rows.append(Row(name, 64, True, n, errors, seconds, lat, publishes=done))
+        print(rows[-1].line(), file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
+
+
+def publish_loop(index: Path, kind: str, every: float, clusters: int) -> None:
+    """Another process: an update of one new article every `every` seconds, until killed."""
+    if kind == "synthetic":
+        embedder = ClusteredEmbedder(clusters)
+    else:
+        embedder = load_embedder(Recommender.open(index).info()["model"])
+    template = Recommender.open(index).articles()[0]
+    for i in range(10**9):
+        if kind == "synthetic":
+            record = dict(records(1, clusters, seed=10_000 + i)[0], id=f"pub{i:05d}")
+            record["title"] = f"cluster {i % clusters} item {10**7 + i}"
+        else:
+            record = {"id": f"pub{i:05d}", "title": f"{template.title} (update {i})",
+                      "body": template.body, "section": template.section}
+        next_at = time.monotonic() + every
+        build_index(index, [record], embedder=embedder, incremental=True)
+        print(json.dumps({"at": time.time(), "id": record["id"]}), flush=True)
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=5000,
+                        help="synthetic articles (0: none)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per row")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--publish-every", type=float, default=3.0)
+    parser.add_argument("--no-sample", action="store_true",
+                        help="skip the sample corpus (real model)")
+    parser.add_argument("--publish", nargs=3, metavar=("INDEX", "KIND", "CLUSTERS"),
+                        help=argparse.SUPPRESS)  # the publisher process
+    args = parser.parse_args()
+    if args.publish:
+        publish_loop(Path(args.publish[0]), args.publish[1], args.publish_every,
+                     int(args.publish[2]))
+        return
+    os.environ.pop("RECOMMENDER_NOW", None)
+    me = [sys.executable, __file__, "--publish-every", str(args.publish_every), "--publish"]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_sample:
+            index = Path(tmp) / "sample"
+            build_index(index, [sample_corpus_path()])
+            rows += measure("sample corpus (156, real model)", index, args,
+                            [*me, str(index), "sample", "0"])
+        if args.articles:
+            index = Path(tmp) / "synthetic"
+            clusters = max(args.articles // 40, 2)
+            build_index(index, records(args.articles, clusters),
+                        embedder=ClusteredEmbedder(clusters))
+            rows += measure(f"synthetic ({args.articles:,})", index, args,
+                            [*me, str(index), "synthetic", str(clusters)])
+    print(f"\n`/v1/articles/{{id}}/page`, {args.workers} server worker(s), "
+          f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s:\n")
+    print("| index | clients | during publishes | requests/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.line())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The HTTP API (`recommender serve`) on the tiny index: the same answers as the library, cache
+validators, error bodies, following rebuilds, awkward ids (fake embedder, FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recommender import HashingEmbedder, Recommender, build_index
+from recommender.overrides import OverridesFile
+from recommender.server import create_app
+
+from .conftest import NOW, story
+
+
+@pytest.fixture
+def rec(tiny_index: Path) -> Recommender:
+    return Recommender.open(tiny_index, reload_interval=0)
+
+
+@pytest.fixture
+def client(rec: Recommender) -> TestClient:
+    return TestClient(create_app(rec, max_age=30), raise_server_exceptions=False)
+
+
+def dicts(results: list[Any]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in results]
+
+
+def test_related_is_the_library_answer_with_reasons(client: TestClient, rec: Recommender
+                                                    ) -> None:
+    response = client.get("/v1/articles/t01/related", params={"slot": "see_also"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["results"] == dicts(rec.related("t01", "see_also"))
+    assert body["results"] and all("reason" in link for link in body["results"])
+    assert body["slot"] == "see_also" and body["id"] == "t01"
+    assert response.headers["X-Index-Version"] == rec.version == body["version"]
+    # k and the default slot, as the CLI's --json prints them
+    body = client.get("/v1/articles/t06/related", params={"k": 2}).json()
+    assert body["results"] == dicts(rec.related("t06", "you_may_also_like", k=2))
+    assert "explanations" not in body
+
+
+def test_explain_adds_one_line_per_link(client: TestClient) -> None:
+    body = client.get("/v1/articles/t01/related?slot=see_also&explain=true").json()
+    assert len(body["explanations"]) == len(body["results"]) > 0
+    assert all("relevance" in line for line in body["explanations"])
+
+
+def test_page_fills_every_slot_with_no_article_twice(client: TestClient, rec: Recommender
+                                                     ) -> None:
+    body = client.get("/v1/articles/t01/page").json()
+    expected = rec.page("t01")
+    assert body["slots"] == {name: dicts(results) for name, results in expected.items()}
+    shown = [link["id"] for links in body["slots"].values() for link in links]
+    assert shown and len(shown) == len(set(shown))
+
+
+def test_similar_and_info_and_health(client: TestClient, rec: Recommender) -> None:
+    body = client.get("/v1/articles/t02/similar?k=3").json()
+    assert body["results"] == dicts(rec.similar("t02", k=3)) and len(body["results"]) == 3
+    info = client.get("/v1/info").json()
+    assert info["version"] == rec.version and set(info["slots"]) == set(rec.slots)
+    health = client.get("/healthz")
+    assert health.json() == {"status": "ok", "version": rec.version, "articles": len(rec)}
+    assert health.headers["Cache-Control"] == "no-store"
+
+
+def test_batch_answers_many_ids_in_one_call(client: TestClient, rec: Recommender) -> None:
+    response = client.post("/v1/related:batch",
+                           json={"ids": ["t01", "t06", "t09"], "slot": "see_also", "k": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["results"] == {i: dicts(rec.related(i, "see_also", k=2))
+                               for i in ("t01", "t06", "t09")}
+    assert response.headers["X-Index-Version"] == rec.version
+    missing = client.post("/v1/related:batch", json={"ids": ["t01", "nope"]})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "article_not_found"
+    empty = client.post("/v1/related:batch", json={"ids": ["t01", "nope"], "unknown": "empty"})
+    assert empty.status_code == 200 and empty.json()["results"]["nope"] == []
+    too_many = client.post("/v1/related:batch", json={"ids": [f"t{i}" for i in range(101)]})
+    assert too_many.status_code == 422
+    assert client.post("/v1/related:batch", json={"ids": []}).status_code == 422
+    assert client.post("/v1/related:batch", content=b"{not json").status_code == 422
+
+
+def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient) -> None:
+    for path in ("/v1/articles/nope/related", "/v1/articles/nope/page",
+                 "/v1/articles/nope/similar"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": {"code": "article_not_found",
+                                             "message": "unknown article id: 'nope'"}}
+    response = client.get("/v1/articles/t01/related?slot=sidebar")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_slot"
+    assert "see_also" in response.json()["error"]["message"]
+    assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
+
+
+def test_an_id_published_seconds_ago_can_get_empty_slots(client: TestClient,
+                                                         rec: Recommender) -> None:
+    body = client.get("/v1/articles/new-one/page?unknown=empty").json()
+    assert body["slots"] == {name: [] for name in rec.slots}
+    body = client.get("/v1/articles/new-one/related?unknown=empty").json()
+    assert body["results"] == []
+    # an unknown slot stays an error, even then
+    assert client.get("/v1/articles/new-one/related?unknown=empty&slot=x").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["k=-1", "k=0", "k=101", "k=99999999999999999999999",
+                                   "k=two", "explain=maybe", "unknown=sometimes", "slot="])
+def test_bad_parameters_are_422_in_the_error_shape(client: TestClient, query: str) -> None:
+    response = client.get(f"/v1/articles/t01/related?{query}")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["message"]
+    assert "Traceback" not in response.text
+
+
+def test_etag_and_304_and_cache_control(client: TestClient, tiny_index: Path) -> None:
+    first = client.get("/v1/articles/t01/page")
+    etag = first.headers["ETag"]
+    assert first.headers["Cache-Control"] == "public, max-age=30"
+    again = client.get("/v1/articles/t01/page", headers={"If-None-Match": f"W/\"x\", {etag}"})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag
+    # another request, another tag
+    other = client.get("/v1/articles/t01/page?explain=true").headers["ETag"]
+    assert other != etag
+    assert client.get("/v1/articles/t02/page").headers["ETag"] != etag
+    # an editor's block changes the answer: the old tag no longer matches
+    OverridesFile(tiny_index).block("t02")
+    changed = client.get("/v1/articles/t01/page", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert "t02" not in json.dumps(changed.json()["slots"])
+
+
+def test_a_rebuild_is_followed_without_restart(client: TestClient, tiny_index: Path,
+                                               tmp_path: Path) -> None:
+    before = client.get("/v1/articles/t01/page")
+    assert client.get("/v1/articles/t13/related").status_code == 404
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
+                                    "The Portmere harbour bridge reopened after the collapse."))
+                   + "\n")
+    build_index(tiny_index, [new], embedder=HashingEmbedder(64), incremental=True)
+    after = client.get("/v1/articles/t01/page", headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200
+    assert after.headers["X-Index-Version"] != before.headers["X-Index-Version"]
+    assert after.json()["version"] == after.headers["X-Index-Version"]
+    assert client.get("/v1/articles/t13/related").status_code == 200
+
+
+@pytest.mark.parametrize("article_id", ["news/2026/11/bridge", "../../etc/passwd",
+                                        "Ünïcødé-新聞-😀", "a b?c#d&e=f"])
+def test_awkward_ids_are_served(tmp_path: Path, article_id: str) -> None:
+    records = [story(1, "Harbour bridge collapses", "The harbour bridge collapsed."),
+               story(2, "Harbour bridge collapse cause", "The harbour bridge collapse cause.")]
+    records[0]["id"] = article_id
+    build_index(tmp_path / "odd", records, embedder=HashingEmbedder(64))
+    client = TestClient(create_app(Recommender.open(tmp_path / "odd")))
+    response = client.get(f"/v1/articles/{quote(article_id, safe='')}/similar")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == article_id
+    assert [r["id"] for r in response.json()["results"]] == ["t02"]
+    back = client.get("/v1/articles/t02/similar").json()["results"]
+    assert [r["id"] for r in back] == [article_id]
+
+
+def test_a_10_kb_id_is_a_404_not_a_crash(client: TestClient) -> None:
+    response = client.get("/v1/articles/" + "x" * 10_000 + "/page")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "article_not_found"
+
+
+def test_a_failure_is_500_internal_without_a_traceback(rec: Recommender,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(article_id: str) -> None:
+        raise RuntimeError("secret detail /srv/index")
+
+    monkeypatch.setattr(rec, "page", broken)
+    response = TestClient(create_app(rec), raise_server_exceptions=False).get(
+        "/v1/articles/t01/page")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal", "message": "internal server error"}}
+    assert "secret" not in response.text
+
+
+def test_no_write_endpoints(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    methods = {m for ops in schema["paths"].values() for m in ops}
+    assert methods == {"get", "post"}
+    assert [p for p, ops in schema["paths"].items() if "post" in ops] == ["/v1/related:batch"]
+    response = client.delete("/v1/articles/t01/page")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_state_tag_changes_with_version_overrides_and_clock(tiny_index: Path) -> None:
+    from datetime import timedelta
+
+    rec = Recommender.open(tiny_index, reload_interval=0, now=NOW)
+    tag = rec.state()
+    assert rec.state() == tag
+    OverridesFile(tiny_index).block("t03")
+    assert rec.state() != tag
+    later = Recommender.open(tiny_index, now=NOW + timedelta(minutes=1))
+    assert later.state() != rec.state()
+
+
+def test_serve_without_the_extra_names_it(tiny_index: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from recommender.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    import recommender
+
+    monkeypatch.delitem(sys.modules, "recommender.server", raising=False)
+    monkeypatch.delattr(recommender, "server", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--index", str(tiny_index)])
+    assert result.exit_code == 1
+    assert "pip install 'recommender[server]'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_a_missing_index_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from recommender.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+def test_serve_with_workers_answers_over_http(tiny_index: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recommender", "serve", "--index", str(tiny_index),
+         "--port", str(port), "--workers", "2", "--max-age", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/articles/t01/page")
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.communicate()[1].decode()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "public, max-age=5"
+        expected = Recommender.open(tiny_index).page("t01")
+        assert response.json()["slots"] == {n: dicts(r) for n, r in expected.items()}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
