@@ -62,17 +62,21 @@ def ensure_index(index: Path, rebuild: bool) -> None:
     print(f"built {index}: {report.total} articles in {report.seconds:.0f}s", file=sys.stderr)
 
 
-def related_ceiling(labels: Judgments, rec: Recommender, links_per_page: float) -> float:
+def related_ceiling(labels: Judgments, rec: Recommender, links_per_page: float
+                    ) -> tuple[float, int]:
     """The highest share of related links You may also like could show at this many links
-    per page if its ranking were perfect: each page's judged related articles that See also
-    does not already show, up to k, the rest of the links being unrelated."""
+    per page if its ranking were perfect (each page's judged related articles that See also
+    does not already show, up to k, the rest of the links being unrelated), and how many
+    pages have fewer than k such articles."""
     k = rec.policy("you_may_also_like").k
     queries = [q for q in labels.queries() if q in rec]
-    related = 0
+    related, short = 0, 0
     for q in queries:
         see_also = {r.id for r in rec.related(q, slot="see_also")}
-        related += min(k, len(labels.relevant(q) - see_also))
-    return min(1.0, related / (links_per_page * len(queries)))
+        left = len(labels.relevant(q) - see_also)
+        related += min(k, left)
+        short += left < k
+    return min(1.0, related / (links_per_page * len(queries))), short
 
 
 def main() -> None:
@@ -103,12 +107,12 @@ def main() -> None:
         print(f"  {system:<10} P@min(5,gold) {m['precision@min(5,gold)']:.3f}   "
               f"R@10 {m['recall@10']:.3f}   top 6 related {m['related@6']:.1%}")
     more = dated["slots"]["you_may_also_like"]
-    ceiling = related_ceiling(labels, Recommender.open(args.index, now=CORPUS_END), max(
-        more["links_per_page"], 5.5))
+    ceiling, short = related_ceiling(labels, Recommender.open(args.index, now=CORPUS_END),
+                                     max(more["links_per_page"], 5.5))
     print(f"\nceiling: with a perfect ranking of the judged articles, You may also like at "
           f"{max(more['links_per_page'], 5.5):.2f} links per page could be at most "
-          f"{ceiling:.1%} related (the rest of the judged pages' related articles are in "
-          "See also or beyond k)")
+          f"{ceiling:.1%} related; {short} pages have fewer related articles than it has "
+          "links once See also has shown its own")
     today = reports["as of today"]["slots"]["you_may_also_like"]
     print(f"\nas of today (archive): You may also like {today['links_per_page']:.2f} links per "
           f"page, {today['empty_pages']:.0f} empty pages, related {today['related_share']:.1%}")
