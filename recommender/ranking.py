@@ -126,21 +126,16 @@ class Prepared:
 
 @dataclass
 class Scored:
-    """A pool of candidates after eligibility, identity, relevance and freshness."""
+    """A prepared pool under one slot's policy: what may be shown, and how fresh it is."""
 
-    c: Candidates
+    p: Prepared
     eligible: np.ndarray        # bool: may be shown at all
-    relevance: np.ndarray       # float32, 0..1
     freshness: np.ndarray       # float32, 0..1
-    parts: dict[str, np.ndarray]
-    other_language: np.ndarray  # bool
-    story: np.ndarray           # bool: the source's own story
-    development: np.ndarray     # bool: a later development of it
     bar: np.ndarray             # float32: the slot's minimum relevance for each
 
     @property
     def score(self) -> np.ndarray:
-        out: np.ndarray = self.relevance * self.freshness
+        out: np.ndarray = self.p.relevance * self.freshness
         return out
 
 
@@ -263,14 +258,11 @@ class Ranker:
         out: np.ndarray = np.abs(ts[b] - ts[a]) / DAY
         return out
 
-    def same_event(self, a: np.ndarray, b: np.ndarray, cosine: np.ndarray) -> np.ndarray:
-        """One event between rows `a` and `b` (broadcast): published within
-        story_window_days of each other and either of the same story_id (when both have one)
-        or close in meaning (event_similarity). Pairwise, never chained: an editor's story_id
-        spanning weeks of follow-ups is a saga of several events."""
-        return self._one_event(self.keys(a), self.keys(b), cosine)
-
     def _one_event(self, a: Keys, b: Keys, cosine: np.ndarray) -> np.ndarray:
+        """One event between rows (broadcast): published within story_window_days of each
+        other and either of the same story_id (when both have one) or close in meaning
+        (event_similarity). Pairwise, never chained: an editor's story_id spanning weeks of
+        follow-ups is a saga of several events."""
         cfg = self.config
         close = ~(np.abs(b.timestamp - a.timestamp) / DAY > cfg.story_window_days)  # undated
         same: np.ndarray = close & np.where((a.story >= 0) & (b.story >= 0), a.story == b.story,
@@ -382,8 +374,7 @@ class Ranker:
             eligible &= p.story | (p.development if policy.latest_first else False)
         bar = np.where(p.other_language, policy.min_score_other_language,
                        policy.min_score).astype(np.float32)
-        return Scored(p.c, eligible, p.relevance, self._freshness(policy, rows, reference),
-                      p.parts, p.other_language, p.story, p.development, bar)
+        return Scored(p, eligible, self._freshness(policy, rows, reference), bar)
 
     def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, reference: float,
                  now_ts: float) -> np.ndarray:
@@ -450,7 +441,7 @@ class Ranker:
             {page_source, source}
         scored = self.score(policy, prepared, now_ts=now_ts, excluded=excluded)
         chosen = self._choose(policy, source, scored, scored.eligible &
-                              (scored.relevance >= scored.bar), list(shown), limit)
+                              (scored.p.relevance >= scored.bar), list(shown), limit)
         chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit,
                                   shown)
         fill_to = limit if policy.fallback_links is None else min(limit, policy.fallback_links)
@@ -462,14 +453,14 @@ class Ranker:
     def _choose(self, policy: SlotPolicy, source: int, scored: Scored, pool: np.ndarray,
                 page: list[int], limit: int, label: dict[str, Any] | None = None
                 ) -> list[Pick]:
-        """Greedy selection from `pool` (a mask over scored.c.rows): same language first (if
+        """Greedy selection from `pool` (a mask over scored.p.c.rows): same language first (if
         the policy says so), the story's latest development first (if it asks), then by
         score with MMR; never a copy of a link on the page (`page`, and each pick), and with
         one_per_event never two links of one event."""
         index = np.flatnonzero(pool)
         if limit <= 0 or len(index) == 0:
             return []
-        rows = scored.c.rows[index]
+        rows = scored.p.c.rows[index]
         vectors = np.asarray(self.vectors[rows], dtype=np.float32)
         keys = self.keys(rows)
         remaining = np.ones(len(index), dtype=bool)
@@ -484,7 +475,7 @@ class Ranker:
                                          cosine).any(0)
         # Cosines to the links picked so far, one row per pick (no pool x pool product).
         nearest = np.full(len(index), -np.inf, dtype=np.float32)
-        tier = scored.other_language[index].astype(np.int8) if policy.languages == "same_first" \
+        tier = scored.p.other_language[index].astype(np.int8) if policy.languages == "same_first" \
             else np.zeros(len(index), dtype=np.int8)
         base = scored.score[index].astype(np.float64)
         dates = self.columns.timestamp[rows].copy()
@@ -492,7 +483,7 @@ class Ranker:
         picked: list[int] = []
         out: list[Pick] = []
         lam = policy.mmr_lambda
-        in_story = scored.story[index]
+        in_story = scored.p.story[index]
         story_only = policy.scope == "story"
         # Without MMR the order is fixed: same language first, then by score (ties: the
         # candidate table's order). Walk it once instead of re-ranking after each pick.
@@ -503,7 +494,7 @@ class Ranker:
             j = -1
             if policy.latest_first and not picked:
                 newer = remaining & (tier == tier[remaining].min()) & \
-                    scored.development[index]
+                    scored.p.development[index]
                 if newer.any():  # the story's latest development leads
                     j, latest = int(np.argmax(np.where(newer, dates, -np.inf))), True
             if not latest and lam >= 1.0:
@@ -528,14 +519,14 @@ class Ranker:
                 j = int(np.argmax(value))
             i = int(index[j])
             reason: dict[str, Any] = dict(label or {})
-            reason.update({name: _r(values[i]) for name, values in scored.parts.items()})
-            reason["relevance"] = _r(scored.relevance[i])
+            reason.update({name: _r(values[i]) for name, values in scored.p.parts.items()})
+            reason["relevance"] = _r(scored.p.relevance[i])
             reason["freshness"] = _r(scored.freshness[i])
-            if scored.story[i] or latest:
+            if scored.p.story[i] or latest:
                 reason["same_story"] = True
                 if latest:
                     reason["latest"] = True
-            if scored.other_language[i]:
+            if scored.p.other_language[i]:
                 reason["other_language"] = True
             cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
             nearest = np.maximum(nearest, cosine_j)
@@ -566,14 +557,14 @@ class Ranker:
         same steps. Labelled, never a copy of a link on the page, one per event."""
         page = [*shown, *(p.row for p in chosen)]
         taken = excluded | set(page)
-        below = scored.eligible & (scored.relevance < scored.bar) & \
-            ~_member(scored.c.rows, taken)
+        below = scored.eligible & (scored.p.relevance < scored.bar) & \
+            ~_member(scored.p.c.rows, taken)
         out = self._choose(policy, source, scored, below, page, needed,
                            label={"fallback": "below the bar"})
         if len(out) < needed:
             page += [p.row for p in out]
             nearby = self._nearby(source, now_ts, taken | set(page) |
-                                  set(scored.c.rows.tolist()))
+                                  set(scored.p.c.rows.tolist()))
             if len(nearby):
                 extra = self.score(policy, self.prepare(source, self.candidates(source, nearby)),
                                    now_ts=now_ts, excluded=excluded)
