@@ -29,7 +29,7 @@ from sklearn.model_selection import KFold
 from recommender import Recommender
 from recommender.config import RankingConfig
 from recommender.datasets import judgment_files
-from recommender.evaluation import SAME_STORY, Judgments
+from recommender.evaluation import Judgments, story_retrieval
 from recommender.ranking import Candidates, Ranker
 
 FEATURES = ("semantic", "lexical", "names", "proximity", "semantic_proximity",
@@ -64,14 +64,12 @@ def pools(rec: Recommender, labels: Judgments) -> dict[str, tuple[Candidates, np
 
 
 def measure(ranked: dict[str, list[str]], labels: Judgments) -> dict[str, float]:
-    precision, recall, related = [], [], []
-    for q, docs in ranked.items():
-        gold = labels.with_grade(q, SAME_STORY)
-        n = min(5, len(gold))
-        precision.append(sum(d in gold for d in docs[:n]) / n)
-        recall.append(sum(d in gold for d in docs[:10]) / min(10, len(gold)))
-        related += [labels.grade(q, d) > 0 for d in docs[2:8]]
-    return {"P@min(5,gold)": float(np.mean(precision)), "R@10": float(np.mean(recall)),
+    """The same-story retrieval of `recommender evaluate` (story_retrieval), and the share
+    related at ranks 3-8."""
+    story = story_retrieval(labels, lambda q, k: [(d, 0.0) for d in ranked[q][:k]],
+                            list(ranked))
+    related = [labels.grade(q, d) > 0 for q, docs in ranked.items() for d in docs[2:8]]
+    return {"P@min(5,gold)": story["precision@min(5,gold)"], "R@10": story["recall@10"],
             "related@3-8": float(np.mean(related))}
 
 
