@@ -100,8 +100,13 @@ class Keys:
     story: Any      # int32 story_id code (-1: none)
     timestamp: Any  # float64 epoch seconds (NaN: undated)
 
-    def at(self, i: int) -> Keys:
+    def at(self, i: int | np.ndarray) -> Keys:
         return Keys(self.title[i], self.body[i], self.story[i], self.timestamp[i])
+
+    def column(self) -> Keys:
+        """As one column, to broadcast against a row."""
+        return Keys(self.title[:, None], self.body[:, None], self.story[:, None],
+                    self.timestamp[:, None])
 
     def row(self) -> Keys:
         """As one row, to broadcast against a column."""
@@ -118,6 +123,7 @@ class Prepared:
     c: Candidates
     relevance: np.ndarray       # float32, 0..1
     parts: dict[str, np.ndarray]
+    table: np.ndarray           # float32 (len(parts) + 1, n): the parts and relevance, stacked
     identity: np.ndarray        # bool: a copy or a translation of the source
     other_language: np.ndarray  # bool
     story: np.ndarray           # bool: the source's own story
@@ -351,6 +357,7 @@ class Ranker:
         relevance, parts = self.relevance(anchor, c)
         return Prepared(
             source=source, anchor=anchor, c=c, relevance=relevance, parts=parts,
+            table=np.vstack([*parts.values(), relevance]),
             identity=self.duplicate(anchor, rows, c.semantic) |
             self.translation(anchor, rows, c.semantic),
             other_language=self._other_language(anchor, rows),
@@ -473,72 +480,115 @@ class Ranker:
                                vectors)
             remaining &= ~self._conflict(policy, self.keys(on_page[:, None]), keys.row(),
                                          cosine).any(0)
-        # Cosines to the links picked so far, one row per pick (no pool x pool product).
-        nearest = np.full(len(index), -np.inf, dtype=np.float32)
         tier = scored.p.other_language[index].astype(np.int8) if policy.languages == "same_first" \
             else np.zeros(len(index), dtype=np.int8)
         base = scored.score[index].astype(np.float64)
-        dates = self.columns.timestamp[rows].copy()
-        dates[np.isnan(dates)] = -np.inf
-        picked: list[int] = []
-        out: list[Pick] = []
-        lam = policy.mmr_lambda
         in_story = scored.p.story[index]
         story_only = policy.scope == "story"
-        # Without MMR the order is fixed: same language first, then by score (ties: the
-        # candidate table's order). Walk it once instead of re-ranking after each pick.
-        order = np.lexsort((-base, tier)).tolist() if lam >= 1.0 else []
-        cursor = 0
-        while len(out) < limit and remaining.any():
-            latest = False
-            j = -1
-            if policy.latest_first and not picked:
-                newer = remaining & (tier == tier[remaining].min()) & \
-                    scored.p.development[index]
-                if newer.any():  # the story's latest development leads
-                    j, latest = int(np.argmax(np.where(newer, dates, -np.inf))), True
-            if not latest and lam >= 1.0:
-                while cursor < len(order):
-                    candidate = order[cursor]
-                    cursor += 1
-                    if remaining[candidate] and (in_story[candidate] or not story_only):
-                        j = candidate
-                        break
-                if j < 0:
-                    break
-            elif not latest:
-                value = base.copy()
-                if picked:
-                    value = lam * base - (1.0 - lam) * nearest
-                value[~remaining] = -np.inf
-                value[tier != tier[remaining].min()] = -np.inf
-                if story_only:  # then the story's best coverage
-                    value[~in_story] = -np.inf
-                if not np.isfinite(value).any():
-                    break
-                j = int(np.argmax(value))
+        latest = -1
+        if policy.latest_first and remaining.any():
+            newer = remaining & (tier == tier[remaining].min()) & scored.p.development[index]
+            if newer.any():  # the story's latest development leads
+                dates = self.columns.timestamp[rows]
+                latest = int(np.argmax(np.where(newer & ~np.isnan(dates), dates, -np.inf)))
+        if policy.mmr_lambda >= 1.0:
+            picked = self._walk(policy, keys, vectors, remaining, tier, base,
+                                in_story if story_only else None, latest, limit)
+        else:
+            picked = self._mmr(policy, keys, vectors, remaining, tier, base,
+                               in_story if story_only else None, latest, limit)
+        if not picked:
+            return []
+        # What each pick stands for: the pool's other rows it rules out (copies, and with
+        # one_per_event its event), each counted under the first pick that rules it out.
+        at = np.asarray(picked)
+        conflict = self._conflict(policy, keys.at(at).column(), keys.row(),
+                                  np.einsum("ik,jk->ij", vectors[at], vectors))
+        conflict &= remaining[None, :]
+        conflict[:, at] = False
+        first = np.where(conflict.any(0), conflict.argmax(0), -1)
+        out: list[Pick] = []
+        chosen = index[at]
+        names = [*scored.p.parts, "relevance"]
+        values = scored.p.table[:, chosen].tolist()  # the same floats as float() of each
+        freshness = scored.freshness[chosen].tolist()
+        collapsed: dict[int, list[str]] = {}
+        for x in np.flatnonzero(first >= 0).tolist():
+            collapsed.setdefault(int(first[x]), []).append(self.ids[int(rows[x])])
+        for n, j in enumerate(picked):
             i = int(index[j])
             reason: dict[str, Any] = dict(label or {})
-            reason.update({name: _r(values[i]) for name, values in scored.p.parts.items()})
-            reason["relevance"] = _r(scored.p.relevance[i])
-            reason["freshness"] = _r(scored.freshness[i])
-            if scored.p.story[i] or latest:
+            reason.update({name: round(column[n], 4) for name, column in
+                           zip(names, values, strict=True)})
+            reason["freshness"] = round(freshness[n], 4)
+            if scored.p.story[i] or j == latest:
                 reason["same_story"] = True
-                if latest:
+                if j == latest:
                     reason["latest"] = True
             if scored.p.other_language[i]:
                 reason["other_language"] = True
-            cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
-            nearest = np.maximum(nearest, cosine_j)
-            conflict = self._conflict(policy, keys.at(j), keys, cosine_j)
-            remaining[j] = False
-            collapsed = np.flatnonzero(conflict & remaining)
-            if len(collapsed):
-                reason["event_collapsed_from"] = [self.ids[int(rows[x])] for x in collapsed]
-            remaining &= ~conflict
-            picked.append(j)
+            if n in collapsed:
+                reason["event_collapsed_from"] = collapsed[n]
             out.append(Pick(int(rows[j]), float(base[j]), reason))
         return out
+
+    def _walk(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
+              remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
+              story: np.ndarray | None, latest: int, limit: int) -> list[int]:
+        """Without MMR the order is fixed (same language first, then by score; ties: the
+        candidate table's order): walk it, taking each row that conflicts with no pick so
+        far. The conflicts among the head of the walk are computed in one product, a few
+        rows more than the slot needs at a time, instead of one pass over the pool per pick."""
+        order = np.lexsort((-base, tier)) if tier.any() else np.argsort(-base, kind="stable")
+        walk = order[remaining[order] & (story[order] if story is not None else True)]
+        if latest >= 0:
+            walk = np.concatenate([[latest], walk[walk != latest]])
+        picked: list[int] = []
+        step = 3 * limit
+        for start in range(0, len(walk), step):
+            # the head examined so far, with the picks before it
+            head = np.concatenate([np.asarray(picked, dtype=np.int64),
+                                   walk[start:start + step]]).astype(np.int64)
+            at = vectors[head]
+            sub = keys.at(head)
+            clash = self._conflict(policy, sub.column(), sub.row(),
+                                   np.einsum("ik,jk->ij", at, at)).tolist()
+            taken = list(range(len(picked)))
+            for x in range(len(picked), len(head)):
+                if not any(clash[x][t] for t in taken):
+                    taken.append(x)
+                    picked.append(int(head[x]))
+                    if len(picked) == limit:
+                        return picked
+        return picked
+
+    def _mmr(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
+             remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
+             story: np.ndarray | None, latest: int, limit: int) -> list[int]:
+        """Maximal marginal relevance: each next pick maximises lam * score - (1 - lam) *
+        its highest cosine to the picks so far, among rows that conflict with none."""
+        lam = policy.mmr_lambda
+        remaining = remaining.copy()
+        nearest = np.full(len(base), -np.inf, dtype=np.float32)
+        picked: list[int] = []
+        while len(picked) < limit and remaining.any():
+            if latest >= 0 and not picked:
+                j = latest
+            else:
+                value = lam * base - (1.0 - lam) * nearest if picked else base.copy()
+                value[~remaining] = -np.inf
+                value[tier != tier[remaining].min()] = -np.inf
+                if story is not None:  # then the story's best coverage
+                    value[~story] = -np.inf
+                if not np.isfinite(value).any():
+                    break
+                j = int(np.argmax(value))
+            cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
+            nearest = np.maximum(nearest, cosine_j)
+            remaining &= ~self._conflict(policy, keys.at(j), keys, cosine_j)
+            remaining[j] = False
+            picked.append(j)
+        return picked
 
     def _conflict(self, policy: SlotPolicy, a: Keys, b: Keys, cosine: np.ndarray
                   ) -> np.ndarray:
@@ -658,5 +708,11 @@ def _r(value: Any) -> float:
 
 
 def _member(rows: np.ndarray, among: set[int]) -> np.ndarray:
-    """rows in `among`, elementwise: a set lookup per row beats np.isin at ~50 rows."""
+    """rows in `among`, elementwise: a comparison per member for the few rows a page
+    excludes, else a set lookup per row (both beat np.isin at ~50 rows)."""
+    if len(among) <= 8:
+        out = np.zeros(len(rows), dtype=bool)
+        for row in among:
+            out |= rows == row
+        return out
     return np.fromiter((row in among for row in rows.tolist()), dtype=bool, count=len(rows))
