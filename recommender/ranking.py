@@ -492,18 +492,16 @@ class Ranker:
                 dates = self.columns.timestamp[rows]
                 latest = int(np.argmax(np.where(newer & ~np.isnan(dates), dates, -np.inf)))
         if policy.mmr_lambda >= 1.0:
-            picked = self._walk(policy, keys, vectors, remaining, tier, base,
-                                in_story if story_only else None, latest, limit)
+            picked, conflict = self._walk(policy, keys, vectors, remaining, tier, base,
+                                          in_story if story_only else None, latest, limit)
         else:
-            picked = self._mmr(policy, keys, vectors, remaining, tier, base,
-                               in_story if story_only else None, latest, limit)
+            picked, conflict = self._mmr(policy, keys, vectors, remaining, tier, base,
+                                         in_story if story_only else None, latest, limit)
         if not picked:
             return []
         # What each pick stands for: the pool's other rows it rules out (copies, and with
         # one_per_event its event), each counted under the first pick that rules it out.
         at = np.asarray(picked)
-        conflict = self._conflict(policy, keys.at(at).column(), keys.row(),
-                                  np.einsum("ik,jk->ij", vectors[at], vectors))
         conflict &= remaining[None, :]
         conflict[:, at] = False
         first = np.where(conflict.any(0), conflict.argmax(0), -1)
@@ -534,43 +532,51 @@ class Ranker:
 
     def _walk(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
               remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
-              story: np.ndarray | None, latest: int, limit: int) -> list[int]:
+              story: np.ndarray | None, latest: int, limit: int
+              ) -> tuple[list[int], np.ndarray]:
         """Without MMR the order is fixed (same language first, then by score; ties: the
         candidate table's order): walk it, taking each row that conflicts with no pick so
-        far. The conflicts among the head of the walk are computed in one product, a few
-        rows more than the slot needs at a time, instead of one pass over the pool per pick."""
+        far. The conflicts of the head of the walk with the pool are computed in one product,
+        a few rows more than the slot needs at a time, instead of one pass per pick. Returns
+        the picks and their conflict rows over the pool."""
         order = np.lexsort((-base, tier)) if tier.any() else np.argsort(-base, kind="stable")
         walk = order[remaining[order] & (story[order] if story is not None else True)]
         if latest >= 0:
             walk = np.concatenate([[latest], walk[walk != latest]])
         picked: list[int] = []
-        step = 3 * limit
+        rows: list[np.ndarray] = []  # each pick's conflicts over the pool, per head
+        step = limit + 2
         for start in range(0, len(walk), step):
-            # the head examined so far, with the picks before it
-            head = np.concatenate([np.asarray(picked, dtype=np.int64),
-                                   walk[start:start + step]]).astype(np.int64)
-            at = vectors[head]
-            sub = keys.at(head)
-            clash = self._conflict(policy, sub.column(), sub.row(),
-                                   np.einsum("ik,jk->ij", at, at)).tolist()
-            taken = list(range(len(picked)))
-            for x in range(len(picked), len(head)):
-                if not any(clash[x][t] for t in taken):
-                    taken.append(x)
-                    picked.append(int(head[x]))
-                    if len(picked) == limit:
-                        return picked
-        return picked
+            head = walk[start:start + step]
+            clash = self._conflict(policy, keys.at(head).column(), keys.row(),
+                                   np.einsum("ik,jk->ij", vectors[head], vectors))
+            among = clash[:, head].tolist()  # the head with itself
+            before = clash[:, picked].tolist() if picked else None  # with earlier picks
+            taken: list[int] = []
+            for x, candidate in enumerate(head.tolist()):
+                if (before and any(before[x])) or any(among[x][t] for t in taken):
+                    continue
+                taken.append(x)
+                picked.append(candidate)
+                if len(picked) == limit:
+                    break
+            rows.append(clash[taken])
+            if len(picked) == limit:
+                break
+        return picked, (np.concatenate(rows) if rows else np.zeros((0, len(base)), dtype=bool))
 
     def _mmr(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
              remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
-             story: np.ndarray | None, latest: int, limit: int) -> list[int]:
+             story: np.ndarray | None, latest: int, limit: int
+             ) -> tuple[list[int], np.ndarray]:
         """Maximal marginal relevance: each next pick maximises lam * score - (1 - lam) *
-        its highest cosine to the picks so far, among rows that conflict with none."""
+        its highest cosine to the picks so far, among rows that conflict with none. Returns
+        the picks and their conflict rows over the pool."""
         lam = policy.mmr_lambda
         remaining = remaining.copy()
         nearest = np.full(len(base), -np.inf, dtype=np.float32)
         picked: list[int] = []
+        rows: list[np.ndarray] = []
         while len(picked) < limit and remaining.any():
             if latest >= 0 and not picked:
                 j = latest
@@ -585,10 +591,11 @@ class Ranker:
                 j = int(np.argmax(value))
             cosine_j = np.einsum("k,ik->i", vectors[j], vectors)
             nearest = np.maximum(nearest, cosine_j)
-            remaining &= ~self._conflict(policy, keys.at(j), keys, cosine_j)
+            rows.append(self._conflict(policy, keys.at(j), keys, cosine_j))
+            remaining &= ~rows[-1]
             remaining[j] = False
             picked.append(j)
-        return picked
+        return picked, (np.stack(rows) if rows else np.zeros((0, len(base)), dtype=bool))
 
     def _conflict(self, policy: SlotPolicy, a: Keys, b: Keys, cosine: np.ndarray
                   ) -> np.ndarray:
