@@ -15,14 +15,17 @@ from typing import Annotated, Any, Literal
 try:
     from fastapi import Body, FastAPI, Path, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from .integrations.jinja import ArticlePages
 except ImportError as exc:
-    raise ImportError("recommender serve needs FastAPI and uvicorn: "
+    raise ImportError("recommender serve needs FastAPI, uvicorn and Jinja2: "
                       "pip install 'recommender[server]'") from exc
 
-from .config import Config
+from .config import Config, Filters
 from .errors import ArticleNotFound, RecommenderError, UnknownSlot
 from .ranking import Recommendation, explain_reason
 from .recommender import Recommender
@@ -46,6 +49,20 @@ Explain = Annotated[bool, Query(description="Add a one-line explanation of each 
 Unknown = Annotated[Literal["error", "empty"], Query(
     description="An id the index does not know: 404 (error) or empty slots (empty), for "
                 "articles published after the last update.")]
+MAX_FILTER_VALUES = 20
+FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
+Sections = Annotated[list[FilterValue] | None, Query(
+    max_length=MAX_FILTER_VALUES,
+    description="Only articles of these sections (repeat for several); narrows the slot's "
+                "own sections, never widens them.")]
+Languages = Annotated[list[FilterValue] | None, Query(
+    max_length=MAX_FILTER_VALUES,
+    description="Only articles in these languages (BCP-47, case-insensitive; repeat for "
+                "several).")]
+MaxAge = Annotated[float | None, Query(
+    ge=0, allow_inf_nan=False,
+    description="Only articles published at most this many days before or after the "
+                "article (or the slot's own max_age_days, if shorter).")]
 
 
 class Link(BaseModel):
@@ -87,6 +104,9 @@ class BatchRequest(BaseModel):
     slot: str = Field(default="you_may_also_like", min_length=1)
     k: int | None = Field(default=None, ge=1, le=MAX_K)
     unknown: Literal["error", "empty"] = "error"
+    section: list[FilterValue] = Field(default=[], max_length=MAX_FILTER_VALUES)
+    language: list[FilterValue] = Field(default=[], max_length=MAX_FILTER_VALUES)
+    max_age_days: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class BatchResponse(BaseModel):
@@ -114,6 +134,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "article_not_found or unknown_slot"},
     422: {"model": ErrorResponse, "description": "invalid_request: a bad parameter"},
 }
+HTML_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"content": {"text/html": {}}, "description": "no article with that id"},
+}
+PAGE_LINKS = "/articles/{id}"
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -122,19 +146,24 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(source: Recommender | str | os.PathLike[str], *,
                config: Config | str | os.PathLike[str] | None = None,
-               max_age: int = DEFAULT_MAX_AGE) -> FastAPI:
-    """The API over `source` (a Recommender, or an index path opened now). Responses carry
+               max_age: int = DEFAULT_MAX_AGE, link_pattern: str = PAGE_LINKS) -> FastAPI:
+    """The API over `source` (a Recommender, or an index path opened now), and the packaged
+    article page at /articles/{id}, its links pointing to `link_pattern` ({id} replaced by
+    the URL-encoded id; change it when the app is mounted under a prefix). Responses carry
     the index version (X-Index-Version), an ETag of what the answer depends on (index
     version, overrides, config, the clock's minute, the request) and
     `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304."""
     rec = source if isinstance(source, Recommender) else Recommender.open(source, config=config)
+    pages = ArticlePages(rec, link_pattern=link_pattern)
     app = FastAPI(title="recommender", version=_package_version(),
                   description="Related articles for the See also and You may also like slots.")
+    app.add_middleware(HeadAsGet)
     _install_error_handlers(app)
 
-    def conditional(request: Request, answer: Callable[[], dict[str, Any]]) -> Response:
-        """The answer as JSON with its validators, or 304 when the client has it already.
-        The tag is computed before the answer, so a 304 costs no query."""
+    def conditional(request: Request, answer: Callable[[], dict[str, Any] | str]) -> Response:
+        """The answer (JSON, or HTML when it is a str) with its validators, or 304 when the
+        client has it already. The tag is computed before the answer, so a 304 costs no
+        query."""
         version, state = rec.version, rec.state()
         etag = '"' + hashlib.sha256(
             f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
@@ -144,18 +173,31 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         if etag in tags or "*" in tags:
             return Response(status_code=304, headers=headers)
         body = answer()
+        if isinstance(body, str):
+            return HTMLResponse(body, headers=headers)
         headers[VERSION_HEADER] = body.get("version", version)
         return JSONResponse(body, headers=headers)
+
+    @app.get("/articles/{article_id:path}", response_class=HTMLResponse,
+             responses=HTML_ERRORS, summary="The article page with its slots, for a browser")
+    async def article_page(request: Request, article_id: ArticleId) -> Response:
+        try:
+            return conditional(request, lambda: pages.render(article_id))
+        except ArticleNotFound:
+            return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
 
     @app.get("/v1/articles/{article_id:path}/related", response_model=RelatedResponse,
              responses=ERRORS, summary="What one slot shows on the page of an article")
     async def related(request: Request, article_id: ArticleId, slot: Slot = "you_may_also_like",
-                      k: K = None, explain: Explain = False, unknown: Unknown = "error"
-                      ) -> Response:
+                      k: K = None, explain: Explain = False, unknown: Unknown = "error",
+                      section: Sections = None, language: Languages = None,
+                      max_age_days: MaxAge = None) -> Response:
+        filters = _filters(section, language, max_age_days)
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
-                results = rec.related(article_id, slot=slot, k=k)
+                results = rec.related(article_id, slot=slot, k=k, filters=filters)
             except ArticleNotFound:
                 if unknown == "error":
                     raise
@@ -171,11 +213,15 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     @app.get("/v1/articles/{article_id:path}/page", response_model=PageResponse,
              responses=ERRORS, summary="Every slot of the page of an article, no article twice")
     async def page(request: Request, article_id: ArticleId, explain: Explain = False,
-                   unknown: Unknown = "error") -> Response:
+                   unknown: Unknown = "error", section: Sections = None,
+                   language: Languages = None, max_age_days: MaxAge = None
+                   ) -> Response:
+        filters = _filters(section, language, max_age_days)
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
-                slots = rec.page(article_id)
+                slots = rec.page(article_id, filters=filters)
             except ArticleNotFound:
                 if unknown == "error":
                     raise
@@ -209,11 +255,12 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     async def related_batch(batch: Annotated[BatchRequest, Body()]) -> Response:
         version = rec.version
         rec.policy(batch.slot)
+        filters = _filters(batch.section, batch.language, batch.max_age_days, "body")
         results: dict[str, list[dict[str, Any]]] = {}
         for article_id in batch.ids:
             try:
                 results[article_id] = _links(rec.related(article_id, slot=batch.slot,
-                                                         k=batch.k))
+                                                         k=batch.k, filters=filters))
             except ArticleNotFound:
                 if batch.unknown == "error":
                     raise
@@ -243,6 +290,46 @@ def app_from_environment() -> FastAPI:
         raise RecommenderError(f"set ${INDEX_ENV} to the index directory to serve")
     return create_app(index, config=os.environ.get(CONFIG_ENV) or None,
                       max_age=int(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE))
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body (the same status and headers, RFC 9110), so a
+    CDN or monitor can check a URL: FastAPI routes GET only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+_NOT_FOUND_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>
+<body><h1>Not found</h1><p>There is no article with that id.</p></body></html>
+"""
+
+
+def _filters(section: list[str] | None, language: list[str] | None,
+             max_age_days: float | None, where: str = "query") -> Filters | None:
+    """The request's filters, or None for none; what the library refuses is a 422."""
+    try:
+        filters = Filters(sections=tuple(section or ()), languages=tuple(language or ()),
+                          max_age_days=max_age_days)
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": (where,), "msg": str(exc),
+                                       "type": "value_error"}]) from None
+    return filters if filters else None
 
 
 def _links(results: list[Recommendation]) -> list[dict[str, Any]]:
@@ -284,6 +371,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         response = error_response(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        if response.headers.get("allow") == "GET":  # HeadAsGet answers HEAD too
+            response.headers["Allow"] = "GET, HEAD"
         return response
 
     @app.exception_handler(Exception)

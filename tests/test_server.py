@@ -91,6 +91,91 @@ def test_batch_answers_many_ids_in_one_call(client: TestClient, rec: Recommender
     assert client.post("/v1/related:batch", content=b"{not json").status_code == 422
 
 
+@pytest.fixture
+def mixed(tmp_path: Path, tiny_records: list[dict[str, Any]]) -> TestClient:
+    """The tiny corpus with a few sections and a Spanish article."""
+    for record, section in zip(tiny_records, ["local", "local", "sport", "local", "local",
+                                              "business", "business", "money"], strict=False):
+        record["section"] = section
+    tiny_records[7]["language"] = "es"
+    build_index(tmp_path / "mixed", tiny_records, embedder=HashingEmbedder(64))
+    rec = Recommender.open(tmp_path / "mixed", reload_interval=0)
+    return TestClient(create_app(rec), raise_server_exceptions=False)
+
+
+def sections_of(links: list[dict[str, Any]]) -> set[str]:
+    return {link["section"] for link in links}
+
+
+def test_query_filters_show_only_matching_articles(mixed: TestClient) -> None:
+    everything = mixed.get("/v1/articles/t01/related?slot=see_also").json()["results"]
+    assert sections_of(everything) == {"local", "sport"}
+    local = mixed.get("/v1/articles/t01/related?slot=see_also&section=Local").json()
+    assert local["results"] and sections_of(local["results"]) == {"local"}
+    page = mixed.get("/v1/articles/t06/page?section=business&section=money").json()["slots"]
+    shown = [link for links in page.values() for link in links]
+    assert shown and sections_of(shown) <= {"business", "money"}
+    spanish = mixed.get("/v1/articles/t06/page?language=es").json()["slots"]
+    assert [link["id"] for links in spanish.values() for link in links] == ["t08"]
+    # max_age_days: only articles published that close to the article (t06: 7 November)
+    near = mixed.get("/v1/articles/t06/related?k=10&max_age_days=1").json()["results"]
+    assert near and {link["published_at"][:10] for link in near} <= {"2026-11-06",
+                                                                      "2026-11-08"}
+    batch = mixed.post("/v1/related:batch", json={"ids": ["t01", "t06"], "slot": "see_also",
+                                                  "section": ["local"]}).json()["results"]
+    assert batch["t01"] == local["results"] and batch["t06"] == []
+
+
+def test_filters_are_part_of_the_etag_and_bad_ones_are_422(mixed: TestClient) -> None:
+    plain = mixed.get("/v1/articles/t01/page")
+    filtered = mixed.get("/v1/articles/t01/page?section=local",
+                         headers={"If-None-Match": plain.headers["ETag"]})
+    assert filtered.status_code == 200 and filtered.headers["ETag"] != plain.headers["ETag"]
+    for query in ("section=", "language=", "max_age_days=-1",
+                  "max_age_days=soon", "max_age_days=nan", "max_age_days=inf",
+                  "&".join(["section=x"] * 21)):
+        for path in ("/v1/articles/t01/page", "/v1/articles/t01/related"):
+            response = mixed.get(f"{path}?{query}")
+            assert response.status_code == 422, (path, query)
+            assert response.json()["error"]["code"] == "invalid_request"
+    for body in ({"section": [""]}, {"section": "local"}, {"max_age_days": -2},
+                 {"language": [""]}):
+        response = mixed.post("/v1/related:batch", json={"ids": ["t01"], **body})
+        assert response.status_code == 422, body
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient) -> None:
+    for path in ("/v1/articles/t01/page", "/articles/t01", "/healthz", "/v1/info"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        for name in ("ETag", "Content-Type", "Content-Length", "X-Index-Version"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+    assert client.head("/v1/articles/nope/page").status_code == 404
+    assert client.delete("/articles/t01").headers["Allow"] == "GET, HEAD"
+
+
+def test_the_article_page_links_to_the_other_article_pages(client: TestClient,
+                                                           rec: Recommender) -> None:
+    import re
+
+    response = client.get("/articles/t01")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["X-Index-Version"] == rec.version
+    html = response.text
+    assert "<h1>Harbour bridge collapses in Portmere</h1>" in html
+    page = rec.page("t01")
+    expected = [f"/articles/{r.id}" for links in page.values() for r in links]
+    hrefs = re.findall(r'<a href="([^"]+)"', html)
+    assert hrefs == expected and len(hrefs) >= 3
+    for href in hrefs:  # every link opens another article's page
+        assert client.get(href).status_code == 200, href
+    again = client.get("/articles/t01", headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+    missing = client.get("/articles/nope")
+    assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
+
+
 def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient) -> None:
     for path in ("/v1/articles/nope/related", "/v1/articles/nope/page",
                  "/v1/articles/nope/similar"):
