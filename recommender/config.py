@@ -117,8 +117,7 @@ class Filters:
 
     def __post_init__(self) -> None:
         for kind, values in (("section", self.sections), ("language", self.languages)):
-            if isinstance(values, str) or not all(isinstance(v, str) and v.strip()
-                                                  for v in values):
+            if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
                 raise ValueError(f"{kind} filters must be a list of non-empty strings, "
                                  f"not {values!r}")
         if self.max_age_days is not None and not (
@@ -139,8 +138,8 @@ class Filters:
             if not values:
                 continue
             allowed = {v.casefold() for v in getattr(policy, field_name)}
-            kept = tuple(dict.fromkeys(v.strip().casefold() for v in values
-                                       if not allowed or v.strip().casefold() in allowed))
+            kept = tuple(dict.fromkeys(v.casefold() for v in values
+                                       if not allowed or v.casefold() in allowed))
             if not kept:
                 return None
             changes[field_name] = kept

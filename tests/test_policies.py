@@ -290,7 +290,7 @@ def test_a_request_filter_holds_for_pins_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(sections="sport"), dict(sections=("",)),
-                                 dict(languages=(" ",)), dict(max_age_days=-1),
+                                 dict(languages=("",)), dict(max_age_days=-1),
                                  dict(max_age_days=math.nan), dict(max_age_days=math.inf)])
 def test_bad_filters_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
