@@ -362,3 +362,32 @@ def test_serve_with_workers_answers_over_http(tiny_index: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from recommender import sample_corpus_path
+
+    from .conftest import live_server
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on PATH")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## HTTP API"):readme.index("### Serving speed over HTTP")]
+    examples = section.split("```sh")[2].split("```")[0]
+    assert examples.count("curl ") >= 10
+    build_index(tmp_path / "demo", [sample_corpus_path()], embedder=HashingEmbedder(64))
+    with live_server(create_app(Recommender.open(tmp_path / "demo"))) as url:
+        # Each example as written, on this server's port; an HTTP error fails it.
+        script = ("set -euo pipefail\n"
+                  'curl() { command curl --silent --show-error --fail-with-body "$@"; echo; }\n'
+                  + examples.replace("http://127.0.0.1:8000", url))
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert '"slots":{"see_also":[],"you_may_also_like":[]}' in out  # ?unknown=empty
+    assert "HTTP/1.1 304 Not Modified" in out and '"status":"ok"' in out
+    assert '"results":{"a001":[' in out  # the batch
