@@ -158,7 +158,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     app = FastAPI(title="recommender", version=_package_version(),
                   description="Related articles for the See also and You may also like slots.")
     app.add_middleware(HeadAsGet)
-    _install_error_handlers(app)
+    _install_error_handlers(app, rec)
 
     def conditional(request: Request, answer: Callable[[], dict[str, Any] | str]) -> Response:
         """The answer (JSON, or HTML when it is a str) with its validators, or 304 when the
@@ -184,7 +184,8 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         try:
             return conditional(request, lambda: pages.render(article_id))
         except ArticleNotFound:
-            return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
+            return HTMLResponse(_NOT_FOUND_PAGE, status_code=404,
+                                headers={VERSION_HEADER: rec.version})
 
     @app.get("/v1/articles/{article_id:path}/related", response_model=RelatedResponse,
              responses=ERRORS, summary="What one slot shows on the page of an article")
@@ -342,16 +343,21 @@ def _tags(header: str | None) -> set[str]:
     return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error as {"error": {"code", "message"}}; never a traceback in a response."""
+def _install_error_handlers(app: FastAPI, rec: Recommender) -> None:
+    """Every error as {"error": {"code", "message"}}; never a traceback in a response. The
+    answers of the index itself (an unknown id or slot) say which version gave them."""
+
+    def from_the_index(response: JSONResponse) -> JSONResponse:
+        response.headers[VERSION_HEADER] = rec.version
+        return response
 
     @app.exception_handler(ArticleNotFound)
     async def article_not_found(request: Request, exc: ArticleNotFound) -> JSONResponse:
-        return error_response(404, "article_not_found", str(exc))
+        return from_the_index(error_response(404, "article_not_found", str(exc)))
 
     @app.exception_handler(UnknownSlot)
     async def unknown_slot(request: Request, exc: UnknownSlot) -> JSONResponse:
-        return error_response(404, "unknown_slot", str(exc))
+        return from_the_index(error_response(404, "unknown_slot", str(exc)))
 
     @app.exception_handler(RecommenderError)
     async def index_unavailable(request: Request, exc: RecommenderError) -> JSONResponse:

@@ -176,13 +176,15 @@ def test_the_article_page_links_to_the_other_article_pages(client: TestClient,
     assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
 
 
-def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient) -> None:
+def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient,
+                                                          rec: Recommender) -> None:
     for path in ("/v1/articles/nope/related", "/v1/articles/nope/page",
                  "/v1/articles/nope/similar"):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.json() == {"error": {"code": "article_not_found",
                                              "message": "unknown article id: 'nope'"}}
+        assert response.headers["X-Index-Version"] == rec.version  # which index said so
     response = client.get("/v1/articles/t01/related?slot=sidebar")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_slot"
