@@ -10,9 +10,11 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 try:
+    from cachetools import LRUCache
     from fastapi import Body, FastAPI, Path, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -35,6 +37,7 @@ __all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
 MAX_K = 100       # links per slot a request may ask for
 MAX_BATCH = 100   # ids per batch request
 DEFAULT_MAX_AGE = 60
+DEFAULT_CACHE_BYTES = 64 * 2**20  # of answer bodies kept in memory, per worker
 INDEX_ENV, CONFIG_ENV, MAX_AGE_ENV = "RECOMMENDER_INDEX", "RECOMMENDER_CONFIG", \
     "RECOMMENDER_MAX_AGE"
 VERSION_HEADER = "X-Index-Version"
@@ -146,17 +149,21 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(source: Recommender | str | os.PathLike[str], *,
                config: Config | str | os.PathLike[str] | None = None,
-               max_age: int = DEFAULT_MAX_AGE, link_pattern: str = PAGE_LINKS) -> FastAPI:
+               max_age: int = DEFAULT_MAX_AGE, link_pattern: str = PAGE_LINKS,
+               cache_bytes: int = DEFAULT_CACHE_BYTES) -> FastAPI:
     """The API over `source` (a Recommender, or an index path opened now), and the packaged
     article page at /articles/{id}, its links pointing to `link_pattern` ({id} replaced by
     the URL-encoded id; change it when the app is mounted under a prefix). Responses carry
     the index version (X-Index-Version), an ETag of what the answer depends on (index
     version, overrides, config, the clock's minute, the request) and
-    `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304."""
+    `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304.
+    Answers are kept by what they depend on, up to `cache_bytes` of bodies (0: none), so a
+    repeat of a request costs no query until the index, overrides, config or minute change."""
     rec = source if isinstance(source, Recommender) else Recommender.open(source, config=config)
     pages = ArticlePages(rec, link_pattern=link_pattern)
     app = FastAPI(title="recommender", version=_package_version(),
                   description="Related articles for the See also and You may also like slots.")
+    app.add_middleware(AnswerCache, rec=rec, max_bytes=cache_bytes)
     app.add_middleware(HeadAsGet)
     _install_error_handlers(app, rec)
 
@@ -169,8 +176,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
             f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}",
                    VERSION_HEADER: version}
-        tags = _tags(request.headers.get("if-none-match"))
-        if etag in tags or "*" in tags:
+        if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         body = answer()
         if isinstance(body, str):
@@ -315,6 +321,72 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+@dataclass(frozen=True)
+class _Kept:
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: str
+    validators: list[tuple[bytes, bytes]]  # what a 304 repeats: ETag, Cache-Control, version
+
+
+class AnswerCache:
+    """Whole answers kept by (Recommender.state(), path, query), in front of the routes: a
+    repeated request (the same article page asked by many readers) is sent from memory
+    without routing, validation or a query, and 304s are answered here too. Only answers that
+    carry an ETag are kept (the conditional GETs; never errors or /healthz), bounded in bytes
+    (least recently used go first); the state moves on with a new version, an edit of the
+    overrides or config, or the minute, so nothing stale is ever sent."""
+
+    VALIDATORS = (b"etag", b"cache-control", VERSION_HEADER.lower().encode())
+
+    def __init__(self, app: ASGIApp, rec: Recommender, max_bytes: int) -> None:
+        self.app, self.rec = app, rec
+        self.kept: LRUCache[tuple[str, str, bytes], _Kept] | None = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda kept: len(kept.body) + 512) \
+            if max_bytes > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.kept is None or scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = (self.rec.state(), scope["path"], scope["query_string"])
+        except Exception:  # an index that cannot be read: the routes answer the error
+            await self.app(scope, receive, send)
+            return
+        kept = self.kept.get(key)
+        if kept is not None:
+            if_none_match = next((v.decode("latin-1") for k, v in scope["headers"]
+                                  if k == b"if-none-match"), None)
+            if _matches(if_none_match, kept.etag):
+                await send({"type": "http.response.start", "status": 304,
+                            "headers": kept.validators})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": kept.headers})
+            await send({"type": "http.response.body", "body": kept.body})
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start.get("status") == 200:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    headers = list(start.get("headers", []))
+                    etag = next((v for k, v in headers if k.lower() == b"etag"), None)
+                    if etag is not None and self.kept is not None:
+                        self.kept[key] = _Kept(
+                            headers, b"".join(chunks), etag.decode("latin-1"),
+                            [(k, v) for k, v in headers if k.lower() in self.VALIDATORS])
+            await send(message)
+
+        await self.app(scope, receive, keep)
+
+
 _NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>
 <body><h1>Not found</h1><p>There is no article with that id.</p></body></html>
@@ -337,10 +409,12 @@ def _links(results: list[Recommendation]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in results]
 
 
-def _tags(header: str | None) -> set[str]:
-    if not header:
-        return set()
-    return {t.strip().removeprefix("W/") for t in header.split(",")}
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Does an If-None-Match header name `etag` (weakly, as RFC 9110 says for GET)?"""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 def _install_error_handlers(app: FastAPI, rec: Recommender) -> None:

@@ -393,3 +393,42 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
     assert '"slots":{"see_also":[],"you_may_also_like":[]}' in out  # ?unknown=empty
     assert "HTTP/1.1 304 Not Modified" in out and '"status":"ok"' in out
     assert '"results":{"a001":[' in out  # the batch
+
+
+def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
+        rec: Recommender, tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    page = rec.page
+
+    def counted(article_id: str, **kwargs: Any) -> Any:
+        calls.append(article_id)
+        return page(article_id, **kwargs)
+
+    monkeypatch.setattr(rec, "page", counted)
+    client = TestClient(create_app(rec))
+    first = client.get("/v1/articles/t01/page")
+    again = client.get("/v1/articles/t01/page")
+    assert calls == ["t01"]  # the repeat cost no query
+    assert again.content == first.content and again.headers == first.headers
+    assert client.get("/v1/articles/t01/page",
+                      headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    head = client.head("/v1/articles/t01/page")
+    assert head.content == b"" and head.headers == first.headers
+    assert calls == ["t01"]
+    client.get("/v1/articles/t01/page?section=world")
+    assert calls == ["t01", "t01"]  # another query, another answer
+    # an editor's block: the kept answer is not sent again
+    OverridesFile(tiny_index).block("t02")
+    changed = client.get("/v1/articles/t01/page")
+    assert calls[-1] == "t01" and len(calls) == 3
+    assert "t02" not in json.dumps(changed.json()["slots"]) and "t02" in first.text
+    # errors are never kept
+    assert client.get("/v1/articles/nope/page").status_code == 404
+    assert client.get("/v1/articles/nope/page").status_code == 404
+    assert calls[-2:] == ["nope", "nope"]
+    # and the cache can be off
+    calls.clear()
+    uncached = TestClient(create_app(rec, cache_bytes=0))
+    uncached.get("/v1/articles/t01/page")
+    uncached.get("/v1/articles/t01/page")
+    assert calls == ["t01", "t01"]
