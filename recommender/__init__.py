@@ -7,7 +7,7 @@
 
 from .articles import Article, LoadReport, Problem, load_articles, read_articles
 from .build import BuildReport, build_index
-from .config import Config, RankingConfig, SlotPolicy, load_config
+from .config import Config, Filters, RankingConfig, SlotPolicy, load_config
 from .embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, load_embedder
 from .errors import (
     ArticleNotFound,
@@ -31,7 +31,7 @@ from .samples import sample_corpus_path
 
 __all__ = [
     "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "DatasetError",
-    "Embedder",
+    "Embedder", "Filters",
     "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
     "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",

@@ -72,6 +72,8 @@ class SlotPolicy:
     # Maximal marginal relevance: 1.0 = relevance only, lower = more varied.
     mmr_lambda: float = 1.0
     languages: str = "same_first"
+    # Only articles in one of these languages (BCP-47 codes, compared case-insensitively).
+    languages_include: tuple[str, ...] = ()
     paywalled: str = "allow"
     sections_include: tuple[str, ...] = ()
     sections_exclude: tuple[str, ...] = ()
@@ -100,6 +102,51 @@ class SlotPolicy:
             raise ConfigError(f"slot {self.name}: mmr_lambda must be within 0..1")
         if not 0.0 <= self.undated_factor <= 1.0:
             raise ConfigError(f"slot {self.name}: undated_factor must be within 0..1")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A per-request narrowing of slot policies (what a site asks for one listing): only
+    these sections, only these languages, nothing published more than `max_age_days` before
+    or after the source. A filter only ever narrows: a slot that already limits sections,
+    languages or age keeps its limit, and sections or languages outside it match nothing."""
+
+    sections: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    max_age_days: float | None = None
+
+    def __post_init__(self) -> None:
+        for kind, values in (("section", self.sections), ("language", self.languages)):
+            if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+                raise ValueError(f"{kind} filters must be a list of non-empty strings, "
+                                 f"not {values!r}")
+        if self.max_age_days is not None and not (
+                isinstance(self.max_age_days, (int, float)) and
+                math.isfinite(self.max_age_days) and self.max_age_days >= 0):
+            raise ValueError(f"max_age_days must be a finite number >= 0, "
+                             f"not {self.max_age_days!r}")
+
+    def __bool__(self) -> bool:
+        return bool(self.sections or self.languages or self.max_age_days is not None)
+
+    def narrow(self, policy: SlotPolicy) -> SlotPolicy | None:
+        """`policy` with these filters applied, or None when nothing can match (every
+        section or language asked for is outside what the slot allows)."""
+        changes: dict[str, Any] = {}
+        for values, field_name in ((self.sections, "sections_include"),
+                                   (self.languages, "languages_include")):
+            if not values:
+                continue
+            allowed = {v.casefold() for v in getattr(policy, field_name)}
+            kept = tuple(dict.fromkeys(v.casefold() for v in values
+                                       if not allowed or v.casefold() in allowed))
+            if not kept:
+                return None
+            changes[field_name] = kept
+        if self.max_age_days is not None:
+            changes["max_age_days"] = float(self.max_age_days) if policy.max_age_days is None \
+                else min(policy.max_age_days, float(self.max_age_days))
+        return dataclasses.replace(policy, **changes) if changes else policy
 
 
 @dataclass(frozen=True)

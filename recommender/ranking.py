@@ -423,6 +423,10 @@ class Ranker:
                 mask &= np.isin(names, [s.casefold() for s in policy.sections_include])
             if policy.sections_exclude:
                 mask &= ~np.isin(names, [s.casefold() for s in policy.sections_exclude])
+        if policy.languages_include:
+            codes = [cols.languages[c] if c >= 0 else "" for c in cols.language[rows]]
+            mask &= np.isin(np.array(codes, dtype=object),
+                            [lang.casefold() for lang in policy.languages_include])
         if policy.tags_include or policy.tags_exclude:
             include = {t.casefold() for t in policy.tags_include}
             exclude = {t.casefold() for t in policy.tags_exclude}
@@ -436,10 +440,11 @@ class Ranker:
 
     def select(self, policy: SlotPolicy, prepared: Prepared, *, now: datetime,
                overrides: Overrides, shown: Sequence[int] = (), reserved: Iterable[int] = (),
-               k: int | None = None) -> list[Pick]:
+               k: int | None = None, filtered: bool = False) -> list[Pick]:
         """What `policy` shows for the prepared source. `shown`: rows already on the page
         (earlier slots), never repeated, never copied, and their events taken; `reserved`:
-        rows pinned in other slots."""
+        rows pinned in other slots. `filtered`: the policy was narrowed by a request's
+        filters (`Filters.narrow`), which pins must pass too."""
         limit = policy.k if k is None else k
         blocked, never = self._override_rows(overrides)
         now_ts = now.timestamp()
@@ -450,7 +455,7 @@ class Ranker:
         chosen = self._choose(policy, source, scored, scored.eligible &
                               (scored.p.relevance >= scored.bar), list(shown), limit)
         chosen = self._apply_pins(policy, page_source, chosen, overrides, now, blocked, limit,
-                                  shown)
+                                  shown, filtered)
         fill_to = limit if policy.fallback_links is None else min(limit, policy.fallback_links)
         if policy.fallback and len(chosen) < fill_to:
             chosen += self._fallback(policy, source, scored, chosen, shown, excluded, now_ts,
@@ -681,11 +686,21 @@ class Ranker:
                 and row not in never.get(source, ())
                 and not self.columns.timestamp[row] > now.timestamp())
 
+    def _passes_filters(self, policy: SlotPolicy, source: int, row: int, now: datetime
+                        ) -> bool:
+        """Does `row` pass the policy's section, language, tag, paywall and time limits?"""
+        rows = np.array([row], dtype=np.int64)
+        now_ts = now.timestamp()
+        reference = self.reference_time(source, now_ts)
+        return bool(self._filters(policy, rows)[0] and
+                    self._in_time(policy, source, rows, reference, now_ts)[0])
+
     def _apply_pins(self, policy: SlotPolicy, source: int, chosen: list[Pick],
                     overrides: Overrides, now: datetime, blocked: set[int], limit: int,
-                    shown: Sequence[int] = ()) -> list[Pick]:
+                    shown: Sequence[int] = (), filtered: bool = False) -> list[Pick]:
         """Pinned links at their positions; an article already on the page (pinned or shown
-        by an earlier slot) is not pinned again."""
+        by an earlier slot) is not pinned again. A request's filters (`filtered`) hold for
+        pins too: a site that asks for one section gets only that section."""
         pins = overrides.pins_for(self.ids[source], policy.name, now)
         if not pins:
             return chosen
@@ -693,6 +708,8 @@ class Ranker:
         for pin in pins:
             row = self.position.get(pin.target)
             if row is None or row in on_page or not self._pinnable(row, source, overrides, now):
+                continue
+            if filtered and not self._passes_filters(policy, source, row, now):
                 continue
             on_page.add(row)
             chosen = [p for p in chosen if p.row != row]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .articles import Article, parse_datetime
-from .config import PAGE_ORDER, Config, SlotPolicy, config_path, read_config
+from .config import PAGE_ORDER, Config, Filters, SlotPolicy, config_path, read_config
 from .embedding import Embedder, check_model
 from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
 from .overrides import Overrides, OverridesFile
@@ -282,27 +282,35 @@ class Recommender:
         _, picks = live.ranker.ranking(source, candidates)
         return self._results(live.version, picks[:k])
 
-    def related(self, article_id: str, slot: str = "you_may_also_like", k: int | None = None
-                ) -> list[Recommendation]:
-        """What `slot` shows on the page of `article_id` (see `ranking` for the steps)."""
+    def related(self, article_id: str, slot: str = "you_may_also_like", k: int | None = None,
+                *, filters: Filters | None = None) -> list[Recommendation]:
+        """What `slot` shows on the page of `article_id` (see `ranking` for the steps).
+        `filters` narrows the slot's policy for this call (only some sections, languages,
+        a shorter age limit); it never widens it."""
         policy = self.policy(slot)
         live = self._current()
         source = self._position(live.version, article_id)
+        narrowed = filters.narrow(policy) if filters else policy
+        if narrowed is None:  # the filters ask for what the slot never shows
+            return []
         candidates = self._candidates(live, source, max(policy.candidates, k or 0),
                                       at_least=k or policy.k)
-        picks = live.ranker.select(policy, live.ranker.prepare(source, candidates),
-                                   now=self.now(), overrides=self.overrides(), k=k)
+        picks = live.ranker.select(narrowed, live.ranker.prepare(source, candidates),
+                                   now=self.now(), overrides=self.overrides(), k=k,
+                                   filtered=bool(filters))
         return self._results(live.version, picks)
 
-    def page(self, article_id: str) -> dict[str, list[Recommendation]]:
+    def page(self, article_id: str, *, filters: Filters | None = None
+             ) -> dict[str, list[Recommendation]]:
         """Every slot of one page. No article appears twice on the page, nor a copy of a link
         already on it, and where a slot keeps one link per event, no event twice; earlier
-        slots (see_also) choose first."""
+        slots (see_also) choose first. `filters` narrows every slot (see `related`)."""
         live = self._current()
         version, ranker = live.version, live.ranker
         source = self._position(version, article_id)
         policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
             [p for n, p in self.slots.items() if n not in PAGE_ORDER]
+        narrowed = {p.name: filters.narrow(p) if filters else p for p in policies}
         candidates = self._candidates(live, source, max(p.candidates for p in policies),
                                       at_least=max(p.k for p in policies))
         now, overrides = self.now(), self.overrides()
@@ -312,9 +320,13 @@ class Recommender:
         chosen: dict[str, list[Pick]] = {}
         for policy in policies:
             reserved = {r for name, rows in pinned.items() if name != policy.name for r in rows}
+            slot_policy = narrowed[policy.name]
+            if slot_policy is None:  # the filters ask for what this slot never shows
+                chosen[policy.name] = []
+                continue
             try:
-                picks = ranker.select(policy, prepared, now=now, overrides=overrides,
-                                      shown=shown, reserved=reserved)
+                picks = ranker.select(slot_policy, prepared, now=now, overrides=overrides,
+                                      shown=shown, reserved=reserved, filtered=bool(filters))
             except Exception as exc:  # one broken slot renders empty alone, not the page
                 self._log_once("slot", f"slot {policy.name!r} left empty: "
                                f"{type(exc).__name__}: {exc}", exc)

@@ -10,19 +10,24 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 try:
+    from cachetools import LRUCache
     from fastapi import Body, FastAPI, Path, Query, Request, Response
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from .integrations.jinja import ArticlePages
 except ImportError as exc:
-    raise ImportError("recommender serve needs FastAPI and uvicorn: "
+    raise ImportError("recommender serve needs FastAPI, uvicorn and Jinja2: "
                       "pip install 'recommender[server]'") from exc
 
-from .config import Config
+from .config import Config, Filters
 from .errors import ArticleNotFound, RecommenderError, UnknownSlot
 from .ranking import Recommendation, explain_reason
 from .recommender import Recommender
@@ -32,6 +37,7 @@ __all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
 MAX_K = 100       # links per slot a request may ask for
 MAX_BATCH = 100   # ids per batch request
 DEFAULT_MAX_AGE = 60
+DEFAULT_CACHE_BYTES = 64 * 2**20  # of answer bodies kept in memory, per worker
 INDEX_ENV, CONFIG_ENV, MAX_AGE_ENV = "RECOMMENDER_INDEX", "RECOMMENDER_CONFIG", \
     "RECOMMENDER_MAX_AGE"
 VERSION_HEADER = "X-Index-Version"
@@ -46,6 +52,20 @@ Explain = Annotated[bool, Query(description="Add a one-line explanation of each 
 Unknown = Annotated[Literal["error", "empty"], Query(
     description="An id the index does not know: 404 (error) or empty slots (empty), for "
                 "articles published after the last update.")]
+MAX_FILTER_VALUES = 20
+FilterValue = Annotated[str, Field(min_length=1, max_length=200)]
+Sections = Annotated[list[FilterValue] | None, Query(
+    max_length=MAX_FILTER_VALUES,
+    description="Only articles of these sections (repeat for several); narrows the slot's "
+                "own sections, never widens them.")]
+Languages = Annotated[list[FilterValue] | None, Query(
+    max_length=MAX_FILTER_VALUES,
+    description="Only articles in these languages (BCP-47, case-insensitive; repeat for "
+                "several).")]
+MaxAge = Annotated[float | None, Query(
+    ge=0, allow_inf_nan=False,
+    description="Only articles published at most this many days before or after the "
+                "article (or the slot's own max_age_days, if shorter).")]
 
 
 class Link(BaseModel):
@@ -87,6 +107,9 @@ class BatchRequest(BaseModel):
     slot: str = Field(default="you_may_also_like", min_length=1)
     k: int | None = Field(default=None, ge=1, le=MAX_K)
     unknown: Literal["error", "empty"] = "error"
+    section: list[FilterValue] = Field(default=[], max_length=MAX_FILTER_VALUES)
+    language: list[FilterValue] = Field(default=[], max_length=MAX_FILTER_VALUES)
+    max_age_days: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class BatchResponse(BaseModel):
@@ -114,6 +137,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "article_not_found or unknown_slot"},
     422: {"model": ErrorResponse, "description": "invalid_request: a bad parameter"},
 }
+HTML_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"content": {"text/html": {}}, "description": "no article with that id"},
+}
+PAGE_LINKS = "/articles/{id}"
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -122,40 +149,62 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(source: Recommender | str | os.PathLike[str], *,
                config: Config | str | os.PathLike[str] | None = None,
-               max_age: int = DEFAULT_MAX_AGE) -> FastAPI:
-    """The API over `source` (a Recommender, or an index path opened now). Responses carry
+               max_age: int = DEFAULT_MAX_AGE, link_pattern: str = PAGE_LINKS,
+               cache_bytes: int = DEFAULT_CACHE_BYTES) -> FastAPI:
+    """The API over `source` (a Recommender, or an index path opened now), and the packaged
+    article page at /articles/{id}, its links pointing to `link_pattern` ({id} replaced by
+    the URL-encoded id; change it when the app is mounted under a prefix). Responses carry
     the index version (X-Index-Version), an ETag of what the answer depends on (index
     version, overrides, config, the clock's minute, the request) and
-    `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304."""
+    `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304.
+    Answers are kept by what they depend on, up to `cache_bytes` of bodies (0: none), so a
+    repeat of a request costs no query until the index, overrides, config or minute change."""
     rec = source if isinstance(source, Recommender) else Recommender.open(source, config=config)
+    pages = ArticlePages(rec, link_pattern=link_pattern)
     app = FastAPI(title="recommender", version=_package_version(),
                   description="Related articles for the See also and You may also like slots.")
-    _install_error_handlers(app)
+    app.add_middleware(AnswerCache, rec=rec, max_bytes=cache_bytes)
+    app.add_middleware(HeadAsGet)
+    _install_error_handlers(app, rec)
 
-    def conditional(request: Request, answer: Callable[[], dict[str, Any]]) -> Response:
-        """The answer as JSON with its validators, or 304 when the client has it already.
-        The tag is computed before the answer, so a 304 costs no query."""
+    def conditional(request: Request, answer: Callable[[], dict[str, Any] | str]) -> Response:
+        """The answer (JSON, or HTML when it is a str) with its validators, or 304 when the
+        client has it already. The tag is computed before the answer, so a 304 costs no
+        query."""
         version, state = rec.version, rec.state()
         etag = '"' + hashlib.sha256(
             f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}",
                    VERSION_HEADER: version}
-        tags = _tags(request.headers.get("if-none-match"))
-        if etag in tags or "*" in tags:
+        if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         body = answer()
+        if isinstance(body, str):
+            return HTMLResponse(body, headers=headers)
         headers[VERSION_HEADER] = body.get("version", version)
         return JSONResponse(body, headers=headers)
+
+    @app.get("/articles/{article_id:path}", response_class=HTMLResponse,
+             responses=HTML_ERRORS, summary="The article page with its slots, for a browser")
+    async def article_page(request: Request, article_id: ArticleId) -> Response:
+        try:
+            return conditional(request, lambda: pages.render(article_id))
+        except ArticleNotFound:
+            return HTMLResponse(_NOT_FOUND_PAGE, status_code=404,
+                                headers={VERSION_HEADER: rec.version})
 
     @app.get("/v1/articles/{article_id:path}/related", response_model=RelatedResponse,
              responses=ERRORS, summary="What one slot shows on the page of an article")
     async def related(request: Request, article_id: ArticleId, slot: Slot = "you_may_also_like",
-                      k: K = None, explain: Explain = False, unknown: Unknown = "error"
-                      ) -> Response:
+                      k: K = None, explain: Explain = False, unknown: Unknown = "error",
+                      section: Sections = None, language: Languages = None,
+                      max_age_days: MaxAge = None) -> Response:
+        filters = _filters(section, language, max_age_days)
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
-                results = rec.related(article_id, slot=slot, k=k)
+                results = rec.related(article_id, slot=slot, k=k, filters=filters)
             except ArticleNotFound:
                 if unknown == "error":
                     raise
@@ -171,11 +220,15 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     @app.get("/v1/articles/{article_id:path}/page", response_model=PageResponse,
              responses=ERRORS, summary="Every slot of the page of an article, no article twice")
     async def page(request: Request, article_id: ArticleId, explain: Explain = False,
-                   unknown: Unknown = "error") -> Response:
+                   unknown: Unknown = "error", section: Sections = None,
+                   language: Languages = None, max_age_days: MaxAge = None
+                   ) -> Response:
+        filters = _filters(section, language, max_age_days)
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
-                slots = rec.page(article_id)
+                slots = rec.page(article_id, filters=filters)
             except ArticleNotFound:
                 if unknown == "error":
                     raise
@@ -209,11 +262,12 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     async def related_batch(batch: Annotated[BatchRequest, Body()]) -> Response:
         version = rec.version
         rec.policy(batch.slot)
+        filters = _filters(batch.section, batch.language, batch.max_age_days, "body")
         results: dict[str, list[dict[str, Any]]] = {}
         for article_id in batch.ids:
             try:
                 results[article_id] = _links(rec.related(article_id, slot=batch.slot,
-                                                         k=batch.k))
+                                                         k=batch.k, filters=filters))
             except ArticleNotFound:
                 if batch.unknown == "error":
                     raise
@@ -245,26 +299,139 @@ def app_from_environment() -> FastAPI:
                       max_age=int(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE))
 
 
+class HeadAsGet:
+    """HEAD answered as GET without the body (the same status and headers, RFC 9110), so a
+    CDN or monitor can check a URL: FastAPI routes GET only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: str
+    validators: list[tuple[bytes, bytes]]  # what a 304 repeats: ETag, Cache-Control, version
+
+
+class AnswerCache:
+    """Whole answers kept by (Recommender.state(), path, query), in front of the routes: a
+    repeated request (the same article page asked by many readers) is sent from memory
+    without routing, validation or a query, and 304s are answered here too. Only answers that
+    carry an ETag are kept (the conditional GETs; never errors or /healthz), bounded in bytes
+    (least recently used go first); the state moves on with a new version, an edit of the
+    overrides or config, or the minute, so nothing stale is ever sent."""
+
+    VALIDATORS = (b"etag", b"cache-control", VERSION_HEADER.lower().encode())
+
+    def __init__(self, app: ASGIApp, rec: Recommender, max_bytes: int) -> None:
+        self.app, self.rec = app, rec
+        self.kept: LRUCache[tuple[str, str, bytes], _Kept] | None = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda kept: len(kept.body) + 512) \
+            if max_bytes > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.kept is None or scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = (self.rec.state(), scope["path"], scope["query_string"])
+        except Exception:  # an index that cannot be read: the routes answer the error
+            await self.app(scope, receive, send)
+            return
+        kept = self.kept.get(key)
+        if kept is not None:
+            if_none_match = next((v.decode("latin-1") for k, v in scope["headers"]
+                                  if k == b"if-none-match"), None)
+            if _matches(if_none_match, kept.etag):
+                await send({"type": "http.response.start", "status": 304,
+                            "headers": kept.validators})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": kept.headers})
+            await send({"type": "http.response.body", "body": kept.body})
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start.get("status") == 200:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    headers = list(start.get("headers", []))
+                    etag = next((v for k, v in headers if k.lower() == b"etag"), None)
+                    if etag is not None and self.kept is not None:
+                        self.kept[key] = _Kept(
+                            headers, b"".join(chunks), etag.decode("latin-1"),
+                            [(k, v) for k, v in headers if k.lower() in self.VALIDATORS])
+            await send(message)
+
+        await self.app(scope, receive, keep)
+
+
+_NOT_FOUND_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>
+<body><h1>Not found</h1><p>There is no article with that id.</p></body></html>
+"""
+
+
+def _filters(section: list[str] | None, language: list[str] | None,
+             max_age_days: float | None, where: str = "query") -> Filters | None:
+    """The request's filters, or None for none; what the library refuses is a 422."""
+    try:
+        filters = Filters(sections=tuple(section or ()), languages=tuple(language or ()),
+                          max_age_days=max_age_days)
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": (where,), "msg": str(exc),
+                                       "type": "value_error"}]) from None
+    return filters if filters else None
+
+
 def _links(results: list[Recommendation]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in results]
 
 
-def _tags(header: str | None) -> set[str]:
-    if not header:
-        return set()
-    return {t.strip().removeprefix("W/") for t in header.split(",")}
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Does an If-None-Match header name `etag` (weakly, as RFC 9110 says for GET)?"""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error as {"error": {"code", "message"}}; never a traceback in a response."""
+def _install_error_handlers(app: FastAPI, rec: Recommender) -> None:
+    """Every error as {"error": {"code", "message"}}; never a traceback in a response. The
+    answers of the index itself (an unknown id or slot) say which version gave them."""
+
+    def from_the_index(response: JSONResponse) -> JSONResponse:
+        response.headers[VERSION_HEADER] = rec.version
+        return response
 
     @app.exception_handler(ArticleNotFound)
     async def article_not_found(request: Request, exc: ArticleNotFound) -> JSONResponse:
-        return error_response(404, "article_not_found", str(exc))
+        return from_the_index(error_response(404, "article_not_found", str(exc)))
 
     @app.exception_handler(UnknownSlot)
     async def unknown_slot(request: Request, exc: UnknownSlot) -> JSONResponse:
-        return error_response(404, "unknown_slot", str(exc))
+        return from_the_index(error_response(404, "unknown_slot", str(exc)))
 
     @app.exception_handler(RecommenderError)
     async def index_unavailable(request: Request, exc: RecommenderError) -> JSONResponse:
@@ -284,6 +451,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         response = error_response(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        if response.headers.get("allow") == "GET":  # HeadAsGet answers HEAD too
+            response.headers["Allow"] = "GET, HEAD"
         return response
 
     @app.exception_handler(Exception)

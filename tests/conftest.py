@@ -4,6 +4,11 @@ model); tests marked `model` use the real bundled all-MiniLM-L6-v2."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,3 +83,27 @@ def tiny_index(tmp_path: Path, tiny_jsonl: Path) -> Path:
     index = tmp_path / "index"
     build_index(index, [tiny_jsonl], embedder=HashingEmbedder(64))
     return index
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free port of 127.0.0.1; yields its base URL.
+    For what needs a real HTTP server (a browser, curl)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        host, port = sock.getsockname()
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

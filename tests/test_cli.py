@@ -134,3 +134,11 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     ci_lines = (root / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci_lines
     assert "constraints.txt" in commands[0] and "constraints.txt" in commands[1]
+
+
+def test_ci_installs_the_browser_and_requires_the_browser_test() -> None:
+    root = Path(__file__).parent.parent
+    ci = (root / ".ci" / "run").read_text()
+    tests_at = ci.index("python -m pytest")
+    assert -1 < ci.find("apt-get install -y -q chromium chromium-driver") < tests_at
+    assert -1 < ci.find("export RECOMMENDER_BROWSER_TESTS=require") < tests_at

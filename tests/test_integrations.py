@@ -295,6 +295,37 @@ def test_render_writes_the_article_page(special_index: Path, tmp_path: Path) -> 
     assert html.index("See also") < html.index("You may also like")
 
 
+def test_render_can_link_to_the_sites_own_article_pages(special_index: Path,
+                                                        tmp_path: Path) -> None:
+    # A folder of rendered pages that link to each other (a static site build).
+    result = CliRunner().invoke(render, ["t01", "--index", str(special_index),
+                                         "--link-pattern", "{id}.html"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = Recommender.open(special_index).page("t01")
+    links = [*page["see_also"], *page["you_may_also_like"]]
+    assert links
+    for r in links:
+        assert f'<a href="{r.id}.html" title=' in result.stdout
+        assert r.url not in result.stdout
+    bad = CliRunner().invoke(render, ["t01", "--index", str(special_index),
+                                      "--link-pattern", "/articles/"])
+    assert bad.exit_code == 2 and "{id}" in bad.stderr
+
+
+def test_a_link_pattern_encodes_the_id(tmp_path: Path) -> None:
+    from recommender.integrations.jinja import render_article_page
+
+    records = [dict(r) for r in TINY[:3]]
+    records[1]["id"] = "news/2026/bridge cause?"
+    index = tmp_path / "odd"
+    build_index(index, records, embedder=HashingEmbedder(64))
+    html = render_article_page(Recommender.open(index), "t01", link_pattern="/articles/{id}")
+    assert 'href="/articles/news%2F2026%2Fbridge%20cause%3F"' in html
+    with pytest.raises(ValueError, match="not an http"):
+        render_article_page(Recommender.open(index), "t01", link_pattern="javascript:{id}")
+
+
 def test_render_unknown_id_is_exit_2_and_writes_nothing(tiny_index: Path,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "page.html"

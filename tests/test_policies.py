@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from recommender import (
     ConfigError,
+    Filters,
     HashingEmbedder,
     Recommender,
     SlotPolicy,
@@ -241,6 +242,59 @@ def test_section_tag_paywall_and_language_filters(tmp_path: Path) -> None:
     assert ids(only_sport.related("s")) == ["sport"]
     same_first = index_of(tmp_path, records, **base, languages="same_first")
     assert ids(same_first.related("s"))[-1] == "spanish"
+
+
+def test_request_filters_narrow_the_slot_and_never_widen_it(tmp_path: Path) -> None:
+    records = [art("s", BRIDGE),
+               art("sport", v(BRIDGE, "a"), section="sport"),
+               art("local", v(BRIDGE, "b"), 20, section="Local"),
+               art("spanish", v(BRIDGE, "d"), 10, language="es"),
+               art("plain", v(BRIDGE, "e")),
+               art("old", v(BRIDGE, "f"), 200)]
+    base = dict(one_per_event=False, min_score=0.0, min_score_other_language=0.0,
+                fallback=False, k=10, languages="any")
+    rec = index_of(tmp_path, records, **base)
+    assert set(ids(rec.related("s"))) == {"sport", "local", "spanish", "plain", "old"}
+    assert ids(rec.related("s", filters=Filters(sections=("sport",)))) == ["sport"]
+    # case-insensitive, several values
+    assert set(ids(rec.related("s", filters=Filters(sections=("local", "SPORT"))))) == \
+        {"sport", "local"}
+    assert ids(rec.related("s", filters=Filters(languages=("ES",)))) == ["spanish"]
+    assert set(ids(rec.related("s", filters=Filters(max_age_days=15)))) == \
+        {"sport", "spanish", "plain"}
+    page = rec.page("s", filters=Filters(sections=("news",), max_age_days=15))
+    shown = [r for links in page.values() for r in links]
+    assert shown and {(r.section, r.id) for r in shown} <= {("news", "spanish"),
+                                                           ("news", "plain")}
+    # a slot that shows only sport, asked for news: nothing, not news
+    sport_slot = index_of(tmp_path, records, **base, sections_include=("sport",),
+                          max_age_days=15)
+    assert ids(sport_slot.related("s", filters=Filters(sections=("news",)))) == []
+    assert sport_slot.page("s", filters=Filters(sections=("news",))) == \
+        {"see_also": [], "you_may_also_like": []}
+    # a longer age than the slot's own keeps the slot's
+    assert "local" not in ids(sport_slot.related("s", filters=Filters(sections=("local", "sport"),
+                                                                      max_age_days=90)))
+    same = index_of(tmp_path, records, **{**base, "languages": "same"})
+    assert ids(same.related("s", filters=Filters(languages=("es",)))) == []
+
+
+def test_a_request_filter_holds_for_pins_too(tmp_path: Path) -> None:
+    records = [art("s", BRIDGE), art("sport", v(BRIDGE, "a"), section="sport"),
+               art("far", BANK, section="business")]
+    rec = index_of(tmp_path, records, one_per_event=False, min_score=0.0, fallback=False)
+    OverridesFile(rec.path).pin(Pin("s", "far", "you_may_also_like", position=1))
+    assert ids(rec.related("s"))[0] == "far"
+    assert ids(rec.related("s", filters=Filters(sections=("sport",)))) == ["sport"]
+    assert ids(rec.related("s", filters=Filters(sections=("business",)))) == ["far"]
+
+
+@pytest.mark.parametrize("bad", [dict(sections="sport"), dict(sections=("",)),
+                                 dict(languages=("",)), dict(max_age_days=-1),
+                                 dict(max_age_days=math.nan), dict(max_age_days=math.inf)])
+def test_bad_filters_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Filters(**bad)
 
 
 def test_only_published_articles_at_query_time(tmp_path: Path) -> None:

@@ -91,13 +91,100 @@ def test_batch_answers_many_ids_in_one_call(client: TestClient, rec: Recommender
     assert client.post("/v1/related:batch", content=b"{not json").status_code == 422
 
 
-def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient) -> None:
+@pytest.fixture
+def mixed(tmp_path: Path, tiny_records: list[dict[str, Any]]) -> TestClient:
+    """The tiny corpus with a few sections and a Spanish article."""
+    for record, section in zip(tiny_records, ["local", "local", "sport", "local", "local",
+                                              "business", "business", "money"], strict=False):
+        record["section"] = section
+    tiny_records[7]["language"] = "es"
+    build_index(tmp_path / "mixed", tiny_records, embedder=HashingEmbedder(64))
+    rec = Recommender.open(tmp_path / "mixed", reload_interval=0)
+    return TestClient(create_app(rec), raise_server_exceptions=False)
+
+
+def sections_of(links: list[dict[str, Any]]) -> set[str]:
+    return {link["section"] for link in links}
+
+
+def test_query_filters_show_only_matching_articles(mixed: TestClient) -> None:
+    everything = mixed.get("/v1/articles/t01/related?slot=see_also").json()["results"]
+    assert sections_of(everything) == {"local", "sport"}
+    local = mixed.get("/v1/articles/t01/related?slot=see_also&section=Local").json()
+    assert local["results"] and sections_of(local["results"]) == {"local"}
+    page = mixed.get("/v1/articles/t06/page?section=business&section=money").json()["slots"]
+    shown = [link for links in page.values() for link in links]
+    assert shown and sections_of(shown) <= {"business", "money"}
+    spanish = mixed.get("/v1/articles/t06/page?language=es").json()["slots"]
+    assert [link["id"] for links in spanish.values() for link in links] == ["t08"]
+    # max_age_days: only articles published that close to the article (t06: 7 November)
+    near = mixed.get("/v1/articles/t06/related?k=10&max_age_days=1").json()["results"]
+    assert near and {link["published_at"][:10] for link in near} <= {"2026-11-06",
+                                                                      "2026-11-08"}
+    batch = mixed.post("/v1/related:batch", json={"ids": ["t01", "t06"], "slot": "see_also",
+                                                  "section": ["local"]}).json()["results"]
+    assert batch["t01"] == local["results"] and batch["t06"] == []
+
+
+def test_filters_are_part_of_the_etag_and_bad_ones_are_422(mixed: TestClient) -> None:
+    plain = mixed.get("/v1/articles/t01/page")
+    filtered = mixed.get("/v1/articles/t01/page?section=local",
+                         headers={"If-None-Match": plain.headers["ETag"]})
+    assert filtered.status_code == 200 and filtered.headers["ETag"] != plain.headers["ETag"]
+    for query in ("section=", "language=", "max_age_days=-1",
+                  "max_age_days=soon", "max_age_days=nan", "max_age_days=inf",
+                  "&".join(["section=x"] * 21)):
+        for path in ("/v1/articles/t01/page", "/v1/articles/t01/related"):
+            response = mixed.get(f"{path}?{query}")
+            assert response.status_code == 422, (path, query)
+            assert response.json()["error"]["code"] == "invalid_request"
+    for body in ({"section": [""]}, {"section": "local"}, {"max_age_days": -2},
+                 {"language": [""]}):
+        response = mixed.post("/v1/related:batch", json={"ids": ["t01"], **body})
+        assert response.status_code == 422, body
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient) -> None:
+    for path in ("/v1/articles/t01/page", "/articles/t01", "/healthz", "/v1/info"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        for name in ("ETag", "Content-Type", "Content-Length", "X-Index-Version"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+    assert client.head("/v1/articles/nope/page").status_code == 404
+    assert client.delete("/articles/t01").headers["Allow"] == "GET, HEAD"
+
+
+def test_the_article_page_links_to_the_other_article_pages(client: TestClient,
+                                                           rec: Recommender) -> None:
+    import re
+
+    response = client.get("/articles/t01")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["X-Index-Version"] == rec.version
+    html = response.text
+    assert "<h1>Harbour bridge collapses in Portmere</h1>" in html
+    page = rec.page("t01")
+    expected = [f"/articles/{r.id}" for links in page.values() for r in links]
+    hrefs = re.findall(r'<a href="([^"]+)"', html)
+    assert hrefs == expected and len(hrefs) >= 3
+    for href in hrefs:  # every link opens another article's page
+        assert client.get(href).status_code == 200, href
+    again = client.get("/articles/t01", headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+    missing = client.get("/articles/nope")
+    assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
+
+
+def test_unknown_ids_and_slots_are_404_with_a_stable_code(client: TestClient,
+                                                          rec: Recommender) -> None:
     for path in ("/v1/articles/nope/related", "/v1/articles/nope/page",
                  "/v1/articles/nope/similar"):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.json() == {"error": {"code": "article_not_found",
                                              "message": "unknown article id: 'nope'"}}
+        assert response.headers["X-Index-Version"] == rec.version  # which index said so
     response = client.get("/v1/articles/t01/related?slot=sidebar")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_slot"
@@ -277,3 +364,71 @@ def test_serve_with_workers_answers_over_http(tiny_index: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from recommender import sample_corpus_path
+
+    from .conftest import live_server
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on PATH")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## HTTP API"):readme.index("### Serving speed over HTTP")]
+    examples = section.split("```sh")[2].split("```")[0]
+    assert examples.count("curl ") >= 10
+    build_index(tmp_path / "demo", [sample_corpus_path()], embedder=HashingEmbedder(64))
+    with live_server(create_app(Recommender.open(tmp_path / "demo"))) as url:
+        # Each example as written, on this server's port; an HTTP error fails it.
+        script = ("set -euo pipefail\n"
+                  'curl() { command curl --silent --show-error --fail-with-body "$@"; echo; }\n'
+                  + examples.replace("http://127.0.0.1:8000", url))
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert '"slots":{"see_also":[],"you_may_also_like":[]}' in out  # ?unknown=empty
+    assert "HTTP/1.1 304 Not Modified" in out and '"status":"ok"' in out
+    assert '"results":{"a001":[' in out  # the batch
+
+
+def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
+        rec: Recommender, tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    page = rec.page
+
+    def counted(article_id: str, **kwargs: Any) -> Any:
+        calls.append(article_id)
+        return page(article_id, **kwargs)
+
+    monkeypatch.setattr(rec, "page", counted)
+    client = TestClient(create_app(rec))
+    first = client.get("/v1/articles/t01/page")
+    again = client.get("/v1/articles/t01/page")
+    assert calls == ["t01"]  # the repeat cost no query
+    assert again.content == first.content and again.headers == first.headers
+    assert client.get("/v1/articles/t01/page",
+                      headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    head = client.head("/v1/articles/t01/page")
+    assert head.content == b"" and head.headers == first.headers
+    assert calls == ["t01"]
+    client.get("/v1/articles/t01/page?section=world")
+    assert calls == ["t01", "t01"]  # another query, another answer
+    # an editor's block: the kept answer is not sent again
+    OverridesFile(tiny_index).block("t02")
+    changed = client.get("/v1/articles/t01/page")
+    assert calls[-1] == "t01" and len(calls) == 3
+    assert "t02" not in json.dumps(changed.json()["slots"]) and "t02" in first.text
+    # errors are never kept
+    assert client.get("/v1/articles/nope/page").status_code == 404
+    assert client.get("/v1/articles/nope/page").status_code == 404
+    assert calls[-2:] == ["nope", "nope"]
+    # and the cache can be off
+    calls.clear()
+    uncached = TestClient(create_app(rec, cache_bytes=0))
+    uncached.get("/v1/articles/t01/page")
+    uncached.get("/v1/articles/t01/page")
+    assert calls == ["t01", "t01"]

@@ -33,7 +33,7 @@ def serve(index: str, host: str, port: int, workers: int, max_age: int,
         from .. import server
     except ImportError as exc:
         message = str(exc) if "recommender[server]" in str(exc) else \
-            "recommender serve needs FastAPI and uvicorn: pip install 'recommender[server]'"
+            "recommender serve needs FastAPI, uvicorn and Jinja2: pip install 'recommender[server]'"
         raise click.ClickException(message) from exc
     rec = Recommender.open(index, config=config)  # a missing or bad index: one line, exit 1
     if workers == 1:

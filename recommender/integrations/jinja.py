@@ -20,21 +20,33 @@ except ImportError as exc:
 
 from ..config import Config
 from ..recommender import Recommender
-from .safe import RecommenderSource, SafeRecommender, reason_text
+from .safe import (
+    RecommenderSource,
+    SafeRecommender,
+    article_href,
+    check_link_pattern,
+    reason_text,
+)
 
-__all__ = ["install", "packaged_environment", "render_article_page"]
+__all__ = ["ArticlePages", "article_href", "check_link_pattern", "install",
+           "packaged_environment", "render_article_page"]
 
 
 def install(env: Environment, rec: RecommenderSource | SafeRecommender, *,
-            config: Config | str | os.PathLike[str] | None = None) -> SafeRecommender:
+            config: Config | str | os.PathLike[str] | None = None,
+            link_pattern: str | None = None) -> SafeRecommender:
     """Register the globals `related(id, slot="you_may_also_like", k=None)`,
-    `see_also(id, k=None)` and `page(id)` (every slot, no article twice) and the filter
-    `reason_text` in `env`. `rec` is a Recommender, an index path or a callable returning a
-    Recommender (opened on first use); `config` applies to a path. Returns the helper object
-    (its `reset()` drops the opened index and the errors already logged)."""
+    `see_also(id, k=None)` and `page(id)` (every slot, no article twice), the filter
+    `reason_text` and the filter `href` (where a link points: `link_pattern` with `{id}`
+    replaced by the URL-encoded id, e.g. "/articles/{id}", or the article's own url when
+    there is no pattern) in `env`. `rec` is a Recommender, an index path or a callable
+    returning a Recommender (opened on first use); `config` applies to a path. Returns the
+    helper object (its `reset()` drops the opened index and the errors already logged)."""
     safe = rec if isinstance(rec, SafeRecommender) else SafeRecommender(rec, config=config)
+    check_link_pattern(link_pattern)
     env.globals.update(related=safe.related, see_also=safe.see_also, page=safe.page)
     env.filters["reason_text"] = reason_text
+    env.filters["href"] = lambda link: article_href(link, link_pattern)
     return safe
 
 
@@ -45,12 +57,25 @@ def packaged_environment() -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def render_article_page(rec: Recommender, article_id: str,
-                        template: str = "article.html") -> str:
-    """The packaged article page of `article_id` with its slots, as HTML. Raises
-    ArticleNotFound for an unknown id (the page needs the article itself); the slots
-    themselves never raise."""
-    article = rec.article(article_id)
-    env = packaged_environment()
-    install(env, rec)
-    return env.get_template(template).render(article=article)
+class ArticlePages:
+    """The packaged article page (or another template of `recommender/templates`) over one
+    Recommender, compiled once: what `recommender render` writes and `recommender serve`
+    answers at /articles/{id}. `link_pattern` as in `install`."""
+
+    def __init__(self, rec: Recommender, *, template: str = "article.html",
+                 link_pattern: str | None = None) -> None:
+        self._rec = rec
+        env = packaged_environment()
+        install(env, rec, link_pattern=link_pattern)
+        self._template = env.get_template(template)
+
+    def render(self, article_id: str) -> str:
+        """The page of `article_id`, as HTML. Raises ArticleNotFound for an unknown id (the
+        page needs the article itself); the slots themselves never raise."""
+        return self._template.render(article=self._rec.article(article_id))
+
+
+def render_article_page(rec: Recommender, article_id: str, template: str = "article.html",
+                        *, link_pattern: str | None = None) -> str:
+    """The packaged article page of `article_id` with its slots, as HTML (see ArticlePages)."""
+    return ArticlePages(rec, template=template, link_pattern=link_pattern).render(article_id)

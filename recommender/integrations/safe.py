@@ -11,6 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from urllib.parse import quote
 
 from ..articles import safe_url
 from ..config import Config
@@ -163,6 +164,25 @@ class _LogOnce:
     def clear(self) -> None:
         with self._lock:
             self._seen.clear()
+
+
+def check_link_pattern(pattern: str | None) -> None:
+    """A link pattern must say where the id goes (and be a link a page may hold)."""
+    if pattern is None:
+        return
+    if "{id}" not in pattern:
+        raise ValueError(f"link pattern {pattern!r} has no {{id}} (e.g. '/articles/{{id}}')")
+    if safe_url(pattern.replace("{id}", "x")) is None:
+        raise ValueError(f"link pattern {pattern!r} is not an http(s) or relative URL")
+
+
+def article_href(link: Recommendation, pattern: str | None = None) -> str | None:
+    """Where a link points: `pattern` with `{id}` replaced by the URL-encoded id (a site's
+    own article pages, or the server's /articles/{id}), else the article's own url (None
+    when it has none or it is not an http(s) or relative URL)."""
+    if pattern is None:
+        return safe_url(link.url)
+    return pattern.replace("{id}", quote(link.id, safe=""))
 
 
 # The one-line explanation of a result, for tooltips.
