@@ -160,19 +160,21 @@ def _drop_link_lists(tree: HtmlElement) -> None:
 def _drop_boilerplate_blocks(tree: HtmlElement) -> None:
     # Innermost first: the smallest block that holds the phrase goes, then any container left
     # with nothing but a few words around it (the "Accept" and "Read More" of a cookie bar).
-    matches = [el for el in tree.iter(*_BLOCKS)
-               if is_boilerplate_text(_text(el))
-               and not any(is_boilerplate_text(_text(child)) for child in el.iter(*_BLOCKS)
-                           if child is not el)]
-    for element in matches:
-        parent = element.getparent()
-        if parent is None:
-            continue  # already gone with an ancestor
-        _remove(element)
-        while parent is not None and parent.tag not in _KEEP and _is_leftover(parent):
-            grandparent = parent.getparent()
-            _remove(parent)
-            parent = grandparent
+    # Repeated until nothing matches: a block that held a smaller match ("Read More" inside
+    # the cookie notice) is looked at again once that match is gone.
+    while matches := [el for el in tree.iter(*_BLOCKS)
+                      if is_boilerplate_text(_text(el))
+                      and not any(is_boilerplate_text(_text(child))
+                                  for child in el.iter(*_BLOCKS) if child is not el)]:
+        for element in matches:
+            parent = element.getparent()
+            if parent is None:
+                continue  # already gone with an ancestor
+            _remove(element)
+            while parent is not None and parent.tag not in _KEEP and _is_leftover(parent):
+                grandparent = parent.getparent()
+                _remove(parent)
+                parent = grandparent
 
 
 def _is_leftover(element: HtmlElement) -> bool:
