@@ -65,7 +65,8 @@ BOILERPLATE_TEXT = [
         r"\bunsubscribe at any time\b", r"\b(subscribe to|sign up (for|to)) our\b",
         r"\bin your inbox\b",
         # cookie and consent banners
-        r"\b(this (web)?site uses cookies|we use cookies|such as cookies)\b",
+        r"\b(this (web)?site uses cookies|we use cookies|(such as|technologies like) cookies)\b",
+        r"\bcookies\b[^.]{0,80}\b(your |the )?(device|browser)\b",
         r"\bcookies? (policy|settings|preferences|consent)\b", r"\b(accept|reject) all\b",
         r"\bwe value your privacy\b", r"^privacy (& |and )?cookies?( policy)?$",
         r"^skip to (the )?(main )?content$",
@@ -77,7 +78,7 @@ MAX_BOILERPLATE_WORDS = 60
 LINK_DENSITY = 0.75
 MIN_LINKS = 2
 # A form's container goes with it (the "Leave a Comment" heading and the Akismet line around a
-# comment form, the pitch around a newsletter form) unless it holds this much other text.
+# comment form, the pitch around a newsletter form) unless it holds this many other words.
 FORM_CONTAINER_WORDS = 40
 # A block this short that names the site, or opens with a writer's name, is about the site.
 SELF_REFERENCE_WORDS = 40
@@ -129,7 +130,13 @@ def _drop_boilerplate_headings(tree: HtmlElement) -> None:
 
 
 def _drop_form_containers(tree: HtmlElement) -> None:
-    for form in list(tree.iter("form")):
+    """Forms, and fields outside any form (a newsletter box wired up by script), with the
+    block around them unless it holds more than a little other text."""
+    fields = [f for f in tree.iter("input", "textarea", "select")
+              if not any(a.tag == "form" for a in f.iterancestors())]
+    for form in list(tree.iter("form")) + fields:
+        if form.getparent() is None:
+            continue  # already gone with an earlier one
         container = form.getparent()
         while container is not None and container.tag not in _KEEP:
             other = _words(_text(container)) - _words(_text(form))
@@ -365,17 +372,19 @@ def _as_list(value: Any) -> list[str]:
 # --- The page -------------------------------------------------------------------------------
 
 def main_text(tree: HtmlElement, title: str | None = None, site_names: list[str] | None = None,
-              authors: list[str] | None = None) -> str:
+              authors: list[str] | None = None, labels: list[str] | None = None) -> str:
     """The article's text, paragraphs separated by blank lines: trafilatura over the cleaned
     page, each paragraph checked once more against the boilerplate patterns, and the headline
-    left out (the record has it as its title)."""
+    and the page's own labels (a section kicker, a tag) left out: the record has them."""
     cleaned = clean_page(tree, site_names, authors)
     text = trafilatura.extract(cleaned, include_comments=False, include_tables=False,
                                include_images=False, deduplicate=False) or ""
+    known = {t.casefold() for t in [title or "", *(labels or [])] if t}
     kept = []
     for paragraph in text.splitlines():
         paragraph = _SPACE.sub(" ", paragraph).strip()
-        if paragraph and paragraph != title and not is_boilerplate_text(paragraph):
+        if paragraph and paragraph.casefold().lstrip("#") not in known and \
+                not is_boilerplate_text(paragraph):
             kept.append(paragraph)
     return "\n\n".join(kept)
 
@@ -402,29 +411,26 @@ def read_page(content: bytes | str, name: str) -> dict[str, Any]:
     found = trafilatura.extract_metadata(tree)  # fallbacks: htmldate's date, rel=tag links...
     site_names = _site_names(tree, objects) + ([found.sitename] if found.sitename else [])
     title = page_title(tree, site_names) or found.title
-    body = main_text(tree, title, site_names, _authors(tree, objects, found.author))
+    section = _meta(tree, "article:section") or _ld_value(objects, "articleSection") or \
+        next(iter(found.categories or []), None)
+    tags = _as_list(_meta(tree, "article:tag", "keywords") or _ld_value(objects, "keywords")) \
+        or _rel_tags(tree) or list(found.tags or [])
+    body = main_text(tree, title, site_names, _authors(tree, objects, found.author),
+                     [s for s in [section, *tags] if isinstance(s, str)])
     if not body:
         raise ValueError("no main text found in the page (is it an article page?)")
     url = page_url(tree) or found.url
     record: dict[str, Any] = {
-        "id": id_for(url, name),
-        "title": title,
-        "body": body,
-        "url": url,
+        "id": id_for(url, name), "title": title, "body": body, "url": url,
         "published_at": page_published_at(tree, objects) or found.date,
-        "language": page_language(tree),
-        "section": _meta(tree, "article:section") or _ld_value(objects, "articleSection")
-        or next(iter(found.categories or []), None),
-        "tags": _as_list(_meta(tree, "article:tag", "keywords")
-                         or _ld_value(objects, "keywords")) or _rel_tags(tree)
-        or list(found.tags or []),
+        "language": page_language(tree), "section": section, "tags": tags,
     }
     return {k: v for k, v in record.items() if v not in (None, "", [])}
 
 
 def _rel_tags(tree: HtmlElement) -> list[str]:
     """WordPress marks tag links rel="tag" (and category links rel="category tag")."""
-    return [_text(a) for a in tree.xpath("//a[@rel]")
+    return [_text(a).lstrip("#") for a in tree.xpath("//a[@rel]")
             if "tag" in a.get("rel", "").split() and "category" not in a.get("rel", "").split()
-            and _text(a)]
+            and _text(a).lstrip("#")]
 

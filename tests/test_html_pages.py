@@ -1,4 +1,4 @@
-"""Saved HTML pages in: the fixture pages of four themes, with and without class/id attributes
+"""Saved HTML pages in: the fixture pages of five themes, with and without class/id attributes
 (tests/fixtures/html), must give the article's own text and metadata, and nothing of the site
 around it may reach what is embedded."""
 
@@ -33,6 +33,7 @@ URLS = {
     "twentyfour": "https://kelsportnotes.example/{slug}/",
     "newsroom": "https://valderadaily.example/news/{section}/{slug}",
     "minimal": None,  # a "?p=N" link: the id is the file name
+    "magazine": "https://coastlinemag.example/{section}/{slug}/",
 }
 
 
@@ -134,9 +135,9 @@ def test_pages_give_their_metadata(folder: str, read_folders: dict[str, list[Any
                                   section=clean["section"].lower())
             assert article.url == url
             assert article.id == url.split("://", 1)[1].split("/", 1)[1].strip("/")
-        if theme in ("seed", "newsroom"):
+        if theme in ("seed", "newsroom", "magazine"):
             assert article.section == clean["section"]
-        if theme in ("newsroom", "twentyfour"):
+        if theme in ("newsroom", "twentyfour", "magazine"):
             assert list(article.tags) == clean["tags"]
 
 
