@@ -1,5 +1,6 @@
-"""How well saved pages stand in for their clean text: for the HTML fixtures (four themes, each
-with and without class/id attributes; tests/fixtures/html), per way of reading a page:
+"""How well saved pages stand in for their clean text: for the HTML fixtures (five themes, each
+with and without class/id attributes, written by tests/fixtures/html/make_pages.py to a
+temporary folder), per way of reading a page:
 
 - boilerplate: share of pages whose text contains any string of the page that is not the
   article (its theme's list and the page's own: related titles, comments; boilerplate.json);
@@ -18,8 +19,10 @@ Ways of reading a page: "all text" (the page's <title> and every text of its bod
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,10 +82,19 @@ def nearest(vectors: np.ndarray, k: int = K) -> list[set[int]]:
     return [set(row.tolist()) for row in order]
 
 
-def measure(model: str | None) -> list[dict[str, Any]]:
+def write_pages(target: Path) -> None:
+    """The fixture pages and boilerplate.json, as tests/fixtures/html/make_pages.py writes them."""
+    spec = importlib.util.spec_from_file_location("make_pages", FIXTURES / "make_pages.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_pages(target)
+
+
+def measure(model: str | None, pages_dir: Path) -> list[dict[str, Any]]:
     clean = [json.loads(line) for line in
              (FIXTURES / "articles.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    boilerplate = json.loads((FIXTURES / "boilerplate.json").read_text(encoding="utf-8"))
+    boilerplate = json.loads((pages_dir / "boilerplate.json").read_text(encoding="utf-8"))
     embedder = load_embedder(model)
     ids = [a["id"] for a in clean]
     clean_articles = [Article(id=a["id"], title=a["title"], body=a["body"]) for a in clean]
@@ -91,7 +103,7 @@ def measure(model: str | None) -> list[dict[str, Any]]:
     rows = []
     for theme, strings in boilerplate.items():
         for variant, folder in (("yes", theme), ("no", f"{theme}-bare")):
-            pages = [(FIXTURES / folder / f"{i}.html").read_bytes() for i in ids]
+            pages = [(pages_dir / folder / f"{i}.html").read_bytes() for i in ids]
             for method, reader in READERS.items():
                 read = [reader(content, i) for content, i in zip(pages, ids, strict=True)]
                 texts = [f"{title}\n{body}" for title, body in read]
@@ -148,7 +160,9 @@ def main() -> None:
                         help="embedder [default: the bundled all-MiniLM-L6-v2]")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
-    rows = measure(args.model)
+    with tempfile.TemporaryDirectory() as pages_dir:
+        write_pages(Path(pages_dir))
+        rows = measure(args.model, Path(pages_dir))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

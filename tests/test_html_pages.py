@@ -24,7 +24,18 @@ from recommender.text import embed_text_for
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 CLEAN = {r["id"]: r for r in (json.loads(line) for line in
                               (FIXTURES / "articles.jsonl").read_text().splitlines())}
-BOILERPLATE = json.loads((FIXTURES / "boilerplate.json").read_text())
+
+
+def _make_pages() -> Any:
+    spec = importlib.util.spec_from_file_location("make_pages", FIXTURES / "make_pages.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MAKE_PAGES = _make_pages()
+BOILERPLATE = MAKE_PAGES.render_all(MAKE_PAGES.load_corpus())[1]
 THEMES = list(BOILERPLATE)
 FOLDERS = [f"{theme}{variant}" for theme in THEMES for variant in ("", "-bare")]
 # How each theme's URL is built from the article's slug (the id is the URL's path).
@@ -52,25 +63,19 @@ LONG_PARAGRAPH = ("The harbour authority said on Monday that the new breakwater 
                   "now expect the work to cost a fifth more than the original budget.")
 
 
-def test_fixture_pages_are_what_make_pages_writes() -> None:
-    spec = importlib.util.spec_from_file_location("make_pages", FIXTURES / "make_pages.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    files, boilerplate = module.render_all(module.load_corpus())
-    assert boilerplate == BOILERPLATE
-    for relative, page in files.items():
-        assert (FIXTURES / relative).read_text() == page, f"{relative}: run make_pages.py"
-    assert {p.relative_to(FIXTURES).as_posix() for p in FIXTURES.glob("*/*.html")} == set(files)
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture pages, written by make_pages.py (they are derived, not committed)."""
+    return MAKE_PAGES.write_pages(tmp_path_factory.mktemp("html-pages"))  # type: ignore[no-any-return]
 
 
-def test_the_fixtures_test_something() -> None:
+def test_the_fixtures_test_something(pages: Path) -> None:
     """The boilerplate strings are on every page (in its text, or an attribute such as a
     button's value), and never in the clean text: finding one in what is read means it came
     from the page, not from the article."""
     for theme, strings in BOILERPLATE.items():
         for article_id, article in CLEAN.items():
-            raw = (FIXTURES / f"{theme}-bare" / f"{article_id}.html").read_text()
+            raw = (pages / f"{theme}-bare" / f"{article_id}.html").read_text()
             page = " ".join(lxml_html.document_fromstring(raw).text_content().split()) + \
                 " ".join(unescape(raw).split())
             clean = f"{article['title']} {article['body']}".casefold()
@@ -82,10 +87,10 @@ def test_the_fixtures_test_something() -> None:
 
 
 @pytest.fixture(scope="module")
-def read_folders() -> dict[str, list[Any]]:
+def read_folders(pages: Path) -> dict[str, list[Any]]:
     out = {}
     for folder in FOLDERS:
-        report = read_articles(FIXTURES / folder, format="html")
+        report = read_articles(pages / folder, format="html")
         assert not report.problems, report.problems
         out[folder] = report.articles
     return out
@@ -218,13 +223,13 @@ def test_boilerplate_text_patterns(text: str, boilerplate: bool) -> None:
     assert is_boilerplate_text(text) is boilerplate
 
 
-def test_a_page_without_main_text_is_a_per_record_error(tmp_path: Path) -> None:
+def test_a_page_without_main_text_is_a_per_record_error(tmp_path: Path, pages: Path) -> None:
     (tmp_path / "tag-page.html").write_bytes(page_html(
         '<nav><a href="/">Home</a> <a href="/news/">News</a></nav>'
         '<ul><li><a href="/a">One headline here</a></li><li><a href="/b">Another one</a></li>'
         "</ul><footer>Copyright</footer>"))
     (tmp_path / "empty.html").write_bytes(b"")
-    good = FIXTURES / "minimal" / "ferry-fares-frozen.html"
+    good = pages / "minimal" / "ferry-fares-frozen.html"
     report = read_articles([tmp_path / "tag-page.html", tmp_path / "empty.html", good])
     assert [a.id for a in report.articles] == ["ferry-fares-frozen"]
     reasons = {Path(p.source).name: p.reason for p in report.errors}
@@ -234,13 +239,13 @@ def test_a_page_without_main_text_is_a_per_record_error(tmp_path: Path) -> None:
     assert str(report.errors[0]).startswith(f"{tmp_path / 'tag-page.html'}: error: no main")
 
 
-def test_folders_need_a_format_and_globs_are_read(tmp_path: Path) -> None:
+def test_folders_need_a_format_and_globs_are_read(tmp_path: Path, pages: Path) -> None:
     with pytest.raises(InputError, match=r"it is a folder; say which files to read in it "
                                          r"with --format jsonl\|csv\|html"):
-        read_articles(FIXTURES / "seed")
+        read_articles(pages / "seed")
     with pytest.raises(InputError, match="no jsonl file in it"):
-        read_articles(FIXTURES / "seed", format="jsonl")
-    report = read_articles(str(FIXTURES / "minimal" / "ferry-*.html"))
+        read_articles(pages / "seed", format="jsonl")
+    report = read_articles(str(pages / "minimal" / "ferry-*.html"))
     assert sorted(a.id for a in report.articles) == [
         "ferry-crews-walk-out", "ferry-dispute-settled", "ferry-fares-frozen"]
     with pytest.raises(InputError, match="no file matches"):
@@ -254,12 +259,12 @@ def test_folders_need_a_format_and_globs_are_read(tmp_path: Path) -> None:
     assert article.id == "2025/breakwater/index" and article.title == "Breakwater late"
 
 
-def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, pages: Path) -> None:
     monkeypatch.delitem(sys.modules, "recommender.html_pages")
     monkeypatch.setitem(sys.modules, "trafilatura", None)  # import fails as if not installed
     with pytest.raises(InputError, match=r"needs trafilatura: pip install "
                                          r"'recommender\[html\]'"):
-        read_articles(FIXTURES / "minimal" / "ferry-fares-frozen.html")
+        read_articles(pages / "minimal" / "ferry-fares-frozen.html")
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -267,9 +272,9 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_builds_a_folder_of_pages_end_to_end(tmp_path: Path) -> None:
+def test_cli_builds_a_folder_of_pages_end_to_end(tmp_path: Path, pages: Path) -> None:
     index = str(tmp_path / "pages-index")
-    code, out, err = run("build", str(FIXTURES / "seed-bare"), "--format", "html",
+    code, out, err = run("build", str(pages / "seed-bare"), "--format", "html",
                          "--index", index, "--model", "hashing:64")
     assert code == 0 and err == "" and "25 articles (25 published)" in out
     code, out, _ = run("related", "2025/03/03/ferry-crews-walk-out", "--index", index,
@@ -288,17 +293,17 @@ def test_cli_builds_a_folder_of_pages_end_to_end(tmp_path: Path) -> None:
                            "page (is it an article page?)")
 
 
-def test_pages_give_the_same_slots_as_their_clean_json(tmp_path: Path) -> None:
+def test_pages_give_the_same_slots_as_their_clean_json(tmp_path: Path, pages: Path) -> None:
     """The newsroom theme declares everything the JSON has (section, tags, date): built from
     its pages without attributes, every page's slots are those of the clean JSON."""
     embedder = HashingEmbedder(64)
     build_index(tmp_path / "clean", [FIXTURES / "articles.jsonl"], embedder=embedder)
-    build_index(tmp_path / "pages", read_articles(FIXTURES / "newsroom-bare", format="html"),
-                embedder=embedder, strict=True)
-    clean, pages = Recommender.open(tmp_path / "clean"), Recommender.open(tmp_path / "pages")
-    for article in read_articles(FIXTURES / "newsroom-bare", format="html").articles:
+    read = read_articles(pages / "newsroom-bare", format="html")
+    build_index(tmp_path / "pages", read, embedder=embedder, strict=True)
+    clean, from_html = Recommender.open(tmp_path / "clean"), Recommender.open(tmp_path / "pages")
+    for article in read.articles:
         slug = slug_of(article.id)
         from_pages = {slot: [slug_of(r.id) for r in links]
-                      for slot, links in pages.page(article.id).items()}
+                      for slot, links in from_html.page(article.id).items()}
         from_clean = {slot: [r.id for r in links] for slot, links in clean.page(slug).items()}
         assert from_pages == from_clean, slug
