@@ -24,8 +24,8 @@ from lxml.html import HtmlElement
 # --- What is never the article --------------------------------------------------------------
 
 # Elements dropped whole: forms (comment, search, newsletter), navigation, page furniture.
-# <header> only when it does not hold the headline: an article's own header may carry its
-# standfirst.
+# (A <header> goes only when it does not hold the headline: an article's own header may carry
+# its standfirst; see `clean_page`.)
 DROPPED_TAGS = ("script", "style", "noscript", "template", "iframe", "svg", "form", "nav",
                 "footer", "aside", "button", "select", "textarea", "input", "label",
                 "figcaption")
