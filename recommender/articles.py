@@ -1,4 +1,5 @@
-"""Articles: the record every other stage works on, its validation rules, and the readers.
+"""Articles: the record every other stage works on, its validation rules, and the readers
+(JSON Lines, CSV, and saved HTML pages through `html_pages`).
 
 Readers never drop a record silently: each input yields either an `Article` or a `Problem`
 naming the file, line and reason. Callers decide what to do with problems (the CLI reports
@@ -8,6 +9,7 @@ them and exits non-zero; `--strict` refuses to publish).
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import re
@@ -30,6 +32,8 @@ KNOWN_FIELDS = (
 MAX_BODY_CHARS = 200_000
 # A JSONL line this long is read but not parsed (protects memory against a corrupt file).
 MAX_LINE_BYTES = 50_000_000
+# Input formats and the file names each is recognised by (a folder is read for these).
+FORMATS = {"jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",), "html": (".html", ".htm")}
 
 
 @dataclass(frozen=True)
@@ -318,19 +322,66 @@ def _has_surrogates(value: str) -> bool:
     return False
 
 
-def read_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path) -> LoadReport:
-    """Read articles from .jsonl/.ndjson/.csv files, or from an iterable of dicts.
+def _records_html(path: Path, name: str) -> Iterator[tuple[int | None, Any]]:
+    """A saved page's record (see `html_pages`), or the reason it has none."""
+    try:
+        from .html_pages import read_page
+    except ImportError as exc:
+        if exc.name not in ("trafilatura", "lxml"):
+            raise
+        raise InputError(f"cannot read input {str(path)!r}: reading HTML pages needs "
+                         "trafilatura: pip install 'recommender[html]'") from exc
+    try:
+        yield None, read_page(path.read_bytes(), name)
+    except ValueError as exc:
+        yield None, exc
+
+
+def input_files(item: str | Path, format: str | None = None) -> list[tuple[Path, str]]:
+    """The files an input names, each with its name inside the input (what an HTML page
+    without a canonical URL is identified by): a file; a folder (every file of `format`
+    in it and below, which `format` must then say); or a glob pattern ("pages/*.html")."""
+    path = Path(item)
+    if path.is_file():
+        return [(path, path.with_suffix("").name)]
+    if path.is_dir():
+        if format is None:
+            raise InputError(f"cannot read input {str(path)!r}: it is a folder; say which "
+                             "files to read in it with --format " + "|".join(FORMATS))
+        found = sorted(f for f in path.rglob("*")
+                       if f.is_file() and f.suffix.lower() in FORMATS[format])
+        if not found:
+            raise InputError(f"cannot read input {str(path)!r}: no {format} file in it "
+                             f"({', '.join(FORMATS[format])})")
+        return [(f, f.relative_to(path).with_suffix("").as_posix()) for f in found]
+    if glob.has_magic(str(item)):
+        matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+        files = [m for m in matches if m.is_file()]
+        if not files:
+            raise InputError(f"cannot read input {str(item)!r}: no file matches")
+        return [(f, f.with_suffix("").name) for f in files]
+    raise InputError(f"cannot read input {str(path)!r}: no such file")
+
+
+def read_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path,
+                  format: str | None = None) -> LoadReport:
+    """Read articles from .jsonl/.ndjson/.csv files, saved .html pages, folders and glob
+    patterns of them, or from an iterable of dicts. `format` ("jsonl", "csv" or "html")
+    reads every file as that format whatever its name, and says what to read in a folder.
 
     Duplicate ids: the last record wins and the earlier one is reported as a warning, which
     is what a CMS export that lists an article once per revision needs.
     """
+    if format is not None and format not in FORMATS:
+        raise InputError(f"unknown input format {format!r} (expected {', '.join(FORMATS)})")
     if isinstance(sources, (str, Path)):
         sources = [sources]
     report = LoadReport()
     by_id: dict[str, tuple[Article, str, int | None]] = {}
     dict_batch: list[Mapping[str, Any]] = []
 
-    def take(source: str, items: Iterable[tuple[int, Any]], separator: str | None) -> None:
+    def take(source: str, items: Iterable[tuple[int | None, Any]], separator: str | None
+             ) -> None:
         for number, record in items:
             if isinstance(record, Exception):
                 report.problems.append(Problem(source, number, str(record)))
@@ -360,29 +411,32 @@ def read_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path
         if isinstance(item, Mapping):
             dict_batch.append(item)
             continue
-        path = Path(item)
-        if not path.is_file():
-            raise InputError(f"cannot read input {str(path)!r}: no such file")
-        suffix = path.suffix.lower()
-        try:
-            if suffix in (".jsonl", ".ndjson", ".json"):
-                take(str(path), _records_jsonl(path), None)
-            elif suffix == ".csv":
-                take(str(path), _records_csv(path), "|")
-            else:
-                raise InputError(f"cannot read input {str(path)!r}: expected .jsonl or .csv")
-        except (OSError, csv.Error) as exc:
-            raise InputError(f"cannot read input {str(path)!r}: {exc}") from exc
+        for path, name in input_files(item, format):
+            suffix = path.suffix.lower()
+            kind = format or next((k for k, suffixes in FORMATS.items() if suffix in suffixes),
+                                  None)
+            try:
+                if kind == "jsonl":
+                    take(str(path), _records_jsonl(path), None)
+                elif kind == "csv":
+                    take(str(path), _records_csv(path), "|")
+                elif kind == "html":
+                    take(str(path), _records_html(path, name), None)
+                else:
+                    raise InputError(f"cannot read input {str(path)!r}: expected .jsonl, .csv "
+                                     "or .html (or say which with --format)")
+            except (OSError, csv.Error) as exc:
+                raise InputError(f"cannot read input {str(path)!r}: {exc}") from exc
     if dict_batch:
         take("<records>", ((i, r) for i, r in enumerate(dict_batch, start=1)), "|")
     report.articles = [entry[0] for entry in by_id.values()]
     return report
 
 
-def load_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path
-                  ) -> list[Article]:
+def load_articles(sources: Iterable[str | Path | Mapping[str, Any]] | str | Path,
+                  format: str | None = None) -> list[Article]:
     """Read and validate; raise `InvalidArticle` for the first invalid record."""
-    report = read_articles(sources)
+    report = read_articles(sources, format)
     if report.errors:
         first = report.errors[0]
         raise InvalidArticle(first.reason, source=first.source, line=first.line,

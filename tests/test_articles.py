@@ -69,5 +69,5 @@ def test_invalid_records_name_file_line_and_reason(tmp_path: Path) -> None:
 def test_missing_or_unknown_input_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         read_articles(tmp_path / "nope.jsonl")
-    with pytest.raises(InputError, match=r"expected \.jsonl or \.csv"):
+    with pytest.raises(InputError, match=r"expected \.jsonl, \.csv or \.html"):
         read_articles(write(tmp_path / "a.xml", "<a/>"))

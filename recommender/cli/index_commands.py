@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..articles import Problem
+from ..articles import FORMATS, Problem, read_articles
 from ..build import MAX_REMOVED_SHARE, BuildReport, build_index, rollback
 from ..embedding import ProgressCallback
 from ..neighbours import DEFAULT_N
@@ -108,8 +108,12 @@ def print_problems(problems: list[Problem]) -> None:
 
 def _common_build_options(func: Any) -> Any:
     for option in reversed([
-        click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False)),
+        click.argument("inputs", nargs=-1, type=click.Path()),
         index_option,
+        click.option("--format", "input_format", type=click.Choice(list(FORMATS)),
+                     default=None,
+                     help="Read every INPUT as this format, and these files in an INPUT "
+                          "folder (html: saved article pages) [default: by file extension]."),
         click.option("--model", "-m", metavar="M", envvar="RECOMMENDER_MODEL",
                      help="sentence-transformers name or local path "
                           "[default: bundled all-MiniLM-L6-v2; update: the index's model]."),
@@ -128,10 +132,10 @@ def _common_build_options(func: Any) -> Any:
     return func
 
 
-def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision: str,
-               strict: bool, neighbours: int, quiet: bool, as_json: bool, incremental: bool,
-               delete: tuple[str, ...] = (), max_removed_share: float = MAX_REMOVED_SHARE
-               ) -> None:
+def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
+               precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
+               incremental: bool, delete: tuple[str, ...] = (),
+               max_removed_share: float = MAX_REMOVED_SHARE) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
 
@@ -139,9 +143,10 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
         version = IndexVersion(IndexDirectory(index).current_path())
         model = version.manifest.model
         version.close()
+    loaded = read_articles(list(inputs), input_format)
     embedder = load_embedder(model, precision=precision)
     with progress_bar(show_progress(quiet or as_json)) as progress:
-        report = build_index(index, list(inputs), embedder=embedder, incremental=incremental,
+        report = build_index(index, loaded, embedder=embedder, incremental=incremental,
                              delete=delete, strict=strict, progress=progress,
                              neighbours=neighbours, max_removed_share=max_removed_share)
     print_report(report, as_json, quiet)
@@ -156,15 +161,16 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
 @click.option("--allow-removals", is_flag=True,
               help="Remove whatever the input does not list, even all of it.")
 @reports_errors
-def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-          neighbours: int, quiet: bool, as_json: bool, max_removals: float,
-          allow_removals: bool) -> None:
-    """Build the index from INPUT files (.jsonl or .csv): it then holds exactly those
-    articles. Vectors of unchanged articles in an existing index are reused. A build that
-    would remove more than --max-removals of the index (an empty or cut export) is refused."""
+def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
+          precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
+          max_removals: float, allow_removals: bool) -> None:
+    """Build the index from INPUT files (.jsonl, .csv, saved .html pages), folders (with
+    --format) or glob patterns: it then holds exactly those articles. Vectors of unchanged
+    articles in an existing index are reused. A build that would remove more than
+    --max-removals of the index (an empty or cut export) is refused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
-    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
+    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet, as_json,
                incremental=False, max_removed_share=1.0 if allow_removals else max_removals)
 
 
@@ -173,14 +179,15 @@ def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str
 @click.option("--delete", "delete", multiple=True, metavar="ID",
               help="Remove this article id (repeatable).")
 @reports_errors
-def update(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-           neighbours: int, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
+def update(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
+           precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
+           delete: tuple[str, ...]) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
-    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
-               incremental=True, delete=delete)
+    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet,
+               as_json, incremental=True, delete=delete)
 
 
 @click.command()
