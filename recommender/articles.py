@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputError, InvalidArticle
+from .languages import detect_language
 
 STATUSES = ("published", "draft", "deleted", "embargoed")
 KNOWN_FIELDS = (
@@ -237,7 +238,8 @@ def article_from_record(record: Mapping[str, Any], *, tags_separator: str | None
         updated_at=parse_datetime(record.get("updated_at"), "updated_at"),
         section=_optional_str(record, "section"),
         tags=tags,
-        language=_optional_str(record, "language"),
+        # Detected when the record does not say (None when the text is too short to tell).
+        language=_optional_str(record, "language") or detect_language(f"{title}\n{body}"),
         status=status,
         paywalled=_parse_bool(record.get("paywalled"), "paywalled"),
         story_id=_optional_str(record, "story_id"),
