@@ -199,6 +199,16 @@ class RankingConfig:
     # translation_window_days (or the same story_id, or linked by translation_of).
     translation_similarity: float = 0.3
     translation_window_days: float = 2.0
+    # The model's cosine as the relevance weights read it: semantic_offset +
+    # semantic_scale·cosine. The weights were fitted on all-MiniLM-L6-v2's cosines; another
+    # model's profile (MODEL_PROFILES) maps its own onto that scale.
+    semantic_scale: float = 1.0
+    semantic_offset: float = 0.0
+    # The model places every language in one space (a multilingual model's profile sets
+    # it): each article is ranked by its own vector, not through its `translation_of`
+    # original, and the word and names scores count within one language only. Off for an
+    # English-only model, whose translated articles borrow their original's vector.
+    cross_lingual: bool = False
 
 
 DEFAULT_SLOTS: dict[str, SlotPolicy] = {
@@ -223,10 +233,59 @@ PAGE_ORDER = ("see_also", "you_may_also_like")
 
 
 @dataclass(frozen=True)
+class ModelProfile:
+    """The defaults that depend on the model's score scale, in place of the built-in ones
+    for an index built with that model: RankingConfig fields and slot fields by slot.
+    recommender.toml still overrides every one of them."""
+
+    ranking: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Keyed by the model name an index records (embedding.MODELS). all-MiniLM-L6-v2 is the scale
+# the built-in defaults were fitted on. The multilingual profile is measured by
+# `python scripts/measure_multilingual.py --calibrate` (README "Several languages").
+MODEL_PROFILES: dict[str, ModelProfile] = {
+    "all-MiniLM-L6-v2": ModelProfile(),
+    "use-multilingual-v3": ModelProfile(ranking={
+        "cross_lingual": True,
+        "semantic_scale": 1.0, "semantic_offset": 0.0,
+        "translation_similarity": 0.6,
+        "duplicate_similarity": 0.95, "event_similarity": 0.85,
+    }),
+}
+
+
+def profile_for(model: str | None) -> tuple[RankingConfig, dict[str, SlotPolicy]]:
+    """The built-in ranking settings and slots for an index built with `model`."""
+    profile = MODEL_PROFILES.get(model or "", ModelProfile())
+    slots = dict(DEFAULT_SLOTS)
+    for name, values in profile.slots.items():
+        slots[name] = dataclasses.replace(slots[name], **values)
+    return dataclasses.replace(RankingConfig(), **profile.ranking), slots
+
+
+@dataclass(frozen=True)
 class Config:
     ranking: RankingConfig = field(default_factory=RankingConfig)
     slots: dict[str, SlotPolicy] = field(default_factory=lambda: dict(DEFAULT_SLOTS))
     source: str | None = None  # the file it came from, for messages
+    # The TOML tables it was parsed from (None: built in code) and the model whose profile
+    # it starts from, so that `for_model` can lay the same file over another model's.
+    data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    model: str | None = None
+
+    def for_model(self, model: str | None) -> Config:
+        """This configuration over the defaults of `model` (MODEL_PROFILES): the same file
+        or built-in defaults, another model's scale. A Config built in code with its own
+        settings is kept as it is."""
+        if model == self.model:
+            return self
+        if self.data is None and (self.ranking != RankingConfig() or
+                                  self.slots != DEFAULT_SLOTS):
+            return self
+        parsed = parse_config(self.data or {}, self.source or "<config>", model=model)
+        return dataclasses.replace(parsed, source=self.source)
 
 
 # Numbers that are counts, durations or weights cannot be negative; which ones they are is
@@ -310,16 +369,18 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+def parse_config(data: dict[str, Any], source: str = "<config>", model: str | None = None
+                 ) -> Config:
+    """The config of the TOML tables `data` over the defaults of `model` (its profile)."""
     unknown = set(data) - {"ranking", "slots"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))} "
                           "(known: ranking, slots)")
     try:
+        defaults, slots = profile_for(model)
         ranking = dataclasses.replace(
-            RankingConfig(), **_validated(RankingConfig, _table(data, "ranking", source),
-                                          f"{source} [ranking]"))
-        slots = dict(DEFAULT_SLOTS)
+            defaults, **_validated(RankingConfig, _table(data, "ranking", source),
+                                   f"{source} [ranking]"))
         for name, values in _table(data, "slots", source).items():
             where = f"{source} [slots.{name}]"
             if not isinstance(values, dict):
@@ -331,7 +392,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         message = str(exc)
         raise ConfigError(message if message.startswith(source) else f"{source}: {message}"
                           ) from None
-    return Config(ranking=ranking, slots=slots, source=source)
+    return Config(ranking=ranking, slots=slots, source=source, data=data, model=model)
 
 
 def _slot_base(name: str, values: dict[str, Any], slots: dict[str, SlotPolicy], where: str

@@ -75,7 +75,8 @@ def explain_reason(reason: dict[str, Any]) -> str:
         until = reason.get("pinned_until")
         parts.insert(0, "pinned" + (f" until {until}" if until else ""))
     if reason.get("other_language"):
-        parts.append("other language")
+        parts.append(f"other language ({reason['language']})" if reason.get("language")
+                     else "other language")
     if reason.get("event_collapsed_from"):
         parts.append("stands for " + ", ".join(reason["event_collapsed_from"]))
     return "; ".join(parts)
@@ -197,13 +198,21 @@ class Ranker:
         """The fused relevance of each candidate (0..1) and its parts (see RankingConfig)."""
         cfg, cols = self.config, self.columns
         proximity = self.proximity(source, c.rows)
-        parts: dict[str, np.ndarray] = {"semantic": c.semantic, "lexical": c.lexical,
-                                        "names": c.names, "proximity": proximity}
-        logit = (cfg.bias + cfg.semantic_weight * c.semantic + cfg.lexical_weight * c.lexical
-                 + cfg.names_weight * c.names
-                 + proximity * (cfg.proximity_weight + cfg.semantic_proximity_weight * c.semantic
-                                + cfg.lexical_proximity_weight * c.lexical
-                                + cfg.names_proximity_weight * c.names))
+        lexical, names = c.lexical, c.names
+        if cfg.cross_lingual and self._languages > 1:
+            # Words and names are compared within one language only: across languages
+            # they would favour whatever shares the source's language.
+            same = ~self._other_language(source, c.rows)
+            lexical, names = lexical * same, names * same
+        semantic = c.semantic if cfg.semantic_scale == 1.0 and cfg.semantic_offset == 0.0 \
+            else (cfg.semantic_offset + cfg.semantic_scale * c.semantic).astype(np.float32)
+        parts: dict[str, np.ndarray] = {"semantic": c.semantic, "lexical": lexical,
+                                        "names": names, "proximity": proximity}
+        logit = (cfg.bias + cfg.semantic_weight * semantic + cfg.lexical_weight * lexical
+                 + cfg.names_weight * names
+                 + proximity * (cfg.proximity_weight + cfg.semantic_proximity_weight * semantic
+                                + cfg.lexical_proximity_weight * lexical
+                                + cfg.names_proximity_weight * names))
         if cfg.tag_weight:
             parts["tags"] = self._tag_overlap(source, c.rows)
             logit = logit + cfg.tag_weight * parts["tags"]
@@ -327,9 +336,16 @@ class Ranker:
     def anchor(self, source: int) -> int:
         """The row whose vector speaks for `source`: its original when it is a translation
         (`translation_of`) that is in the index, since the default model reads English only;
-        otherwise the source itself."""
+        otherwise, and always with a model that reads every language (cross_lingual), the
+        source itself."""
+        if self.config.cross_lingual:
+            return source
         original = int(self.columns.original[source])
         return original if original >= 0 else source
+
+    def _language_of(self, row: int) -> str | None:
+        code = int(self.columns.language[row])
+        return self.columns.languages[code] if code >= 0 else None
 
     def _other_language(self, source: int, rows: np.ndarray) -> np.ndarray:
         lang = self.columns.language
@@ -530,6 +546,7 @@ class Ranker:
                     reason["latest"] = True
             if scored.p.other_language[i]:
                 reason["other_language"] = True
+                reason["language"] = self._language_of(int(rows[j]))
             if n in collapsed:
                 reason["event_collapsed_from"] = collapsed[n]
             out.append(Pick(int(rows[j]), float(base[j]), reason))

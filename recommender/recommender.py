@@ -17,7 +17,7 @@ import numpy as np
 
 from .articles import Article, parse_datetime
 from .config import PAGE_ORDER, Config, Filters, SlotPolicy, config_path, read_config
-from .embedding import Embedder, check_model
+from .embedding import Embedder, check_model, model_name
 from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
 from .overrides import Overrides, OverridesFile
 from .ranking import Candidates, Pick, Ranker, Recommendation
@@ -49,6 +49,9 @@ class Recommender:
                  reload_interval: float = 1.0, now: datetime | Clock | None = None,
                  config_file: Path | None = None, config_required: bool = False) -> None:
         self._directory = directory
+        # The configuration as given; `config` is it over the model profile of the version
+        # served (config.MODEL_PROFILES), set with each version.
+        self._given_config = config
         self.config = config
         self._config_file, self._config_required = config_file, config_required
         self._config_stamp = _stamp(config_file)
@@ -89,7 +92,7 @@ class Recommender:
         if model is not None:
             manifest = version.manifest
             if isinstance(model, str):
-                if model != manifest.model:
+                if model_name(model) != manifest.model:
                     version.close()
                     raise ModelMismatch(
                         f"index {path} was built with model {manifest.model!r}, not {model!r}")
@@ -116,6 +119,7 @@ class Recommender:
                    now=now, config_file=file, config_required=required)
 
     def _prepare(self, version: IndexVersion) -> _Live:
+        self.config = self._given_config.for_model(version.manifest.model)
         return _Live(version, Ranker(version, self.config.ranking))
 
     # ------------------------------------------------------------------ versions
@@ -178,7 +182,7 @@ class Recommender:
             except ConfigError as exc:
                 self._log_once("config", f"{exc}; keeping the configuration in use")
                 return
-            self.config = config
+            self._given_config = config
             self._live = self._prepare(self._live.version)
         finally:
             self._config_lock.release()

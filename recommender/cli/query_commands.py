@@ -30,6 +30,8 @@ def format_results(results: Sequence[Recommendation], show_reasons: bool = False
         date = r.published_at.date().isoformat() if r.published_at else "undated"
         flag = " [pinned]" if r.reason.get("pinned") else \
             " [fallback]" if "fallback" in r.reason else ""
+        if r.reason.get("other_language"):  # a link to an article in another language
+            flag += f" [{r.reason.get('language') or 'other language'}]"
         lines.append(f"  {rank}. {r.score:.2f}  {r.title}  [{r.id}, {date}]{flag}")
         if show_reasons:
             lines.append(f"       why: {explain_reason(r.reason)}")
