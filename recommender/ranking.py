@@ -343,7 +343,7 @@ class Ranker:
         original = int(self.columns.original[source])
         return original if original >= 0 else source
 
-    def _language_of(self, row: int) -> str | None:
+    def language_of(self, row: int) -> str | None:
         code = int(self.columns.language[row])
         return self.columns.languages[code] if code >= 0 else None
 
@@ -546,7 +546,7 @@ class Ranker:
                     reason["latest"] = True
             if scored.p.other_language[i]:
                 reason["other_language"] = True
-                reason["language"] = self._language_of(int(rows[j]))
+                reason["language"] = self.language_of(int(rows[j]))
             if n in collapsed:
                 reason["event_collapsed_from"] = collapsed[n]
             out.append(Pick(int(rows[j]), float(base[j]), reason))

@@ -304,6 +304,27 @@ class Recommender:
                                    filtered=bool(filters))
         return self._results(live.version, picks)
 
+    def translations(self, article_id: str) -> list[Recommendation]:
+        """The article's versions in other languages (published): linked by
+        `translation_of`, or, found by the model, another language, close in meaning
+        (translation_similarity) and in time (translation_window_days). The slots never show
+        them as separate stories; a page can offer them as "also in". Best first."""
+        live = self._current()
+        source = self._position(live.version, article_id)
+        version, ranker = live.version, live.ranker
+        anchor = ranker.anchor(source)
+        _, near = version.search(version.vectors[anchor], 52)
+        rows = near[0][(near[0] >= 0) & (near[0] != source)].astype(np.int64)
+        cosine = ranker.candidates(anchor, rows).semantic
+        # the original a translation is ranked through is one of its versions too
+        found = ranker.translation(anchor, rows, cosine) | ((rows == anchor) & (anchor != source))
+        found &= version.columns.published[rows]
+        order = [i for i in np.argsort(-cosine, kind="stable") if found[i]]
+        picks = [Pick(int(rows[i]), float(cosine[i]),
+                      {"translation": True, "language": ranker.language_of(int(rows[i])),
+                       "semantic": round(float(cosine[i]), 4)}) for i in order]
+        return self._results(live.version, picks)
+
     def page(self, article_id: str, *, filters: Filters | None = None
              ) -> dict[str, list[Recommendation]]:
         """Every slot of one page. No article appears twice on the page, nor a copy of a link

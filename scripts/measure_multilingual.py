@@ -40,6 +40,7 @@ from recommender import Recommender, build_index  # noqa: E402
 from recommender.embedding import load_embedder  # noqa: E402
 
 PARALLEL = ROOT / "tests" / "fixtures" / "multilingual" / "parallel_news.jsonl"
+SAMPLE = ROOT / "recommender" / "data" / "sample_articles.jsonl"
 WORD = re.compile(r"\w+")
 
 
@@ -61,15 +62,50 @@ def load(strip: bool = True) -> list[dict[str, str]]:
     return [without_title_words(r) if strip else r for r in records]
 
 
-def measure(model: str, records: list[dict[str, str]], workdir: Path) -> dict[str, object]:
+def distractors() -> list[dict[str, str]]:
+    """The bundled sample corpus (English, a few Spanish and German), dated into the parallel
+    set's month and without translation links: other stories the translations must beat."""
+    out = []
+    for n, line in enumerate(SAMPLE.read_text().splitlines()):
+        record = json.loads(line)
+        record = {k: v for k, v in record.items()
+                  if k in ("id", "title", "body", "language", "section")}
+        record["published_at"] = f"2026-03-{1 + n % 28:02d}T{n % 24:02d}:30:00Z"
+        out.append(record)
+    return out
+
+
+def calibrate(model: str) -> tuple[float, float]:
+    """semantic_offset and semantic_scale that map `model`'s cosines onto MiniLM's: least
+    squares over the pairs that matter (each sample article's 20 nearest by either model)."""
+    from recommender.articles import load_articles
+    from recommender.text import embed_text_for
+
+    texts = [embed_text_for(a) for a in load_articles([SAMPLE])]
+    reference = load_embedder("minilm").embed(texts)
+    theirs = load_embedder(model).embed(texts)
+    a, b = reference @ reference.T, theirs @ theirs.T
+    np.fill_diagonal(a, -np.inf)
+    np.fill_diagonal(b, -np.inf)
+    near = np.zeros_like(a, dtype=bool)
+    for m in (a, b):
+        top = np.argsort(-m, axis=1)[:, :20]
+        near[np.arange(len(m))[:, None], top] = True
+    scale, offset = np.polyfit(b[near], a[near], 1)
+    return float(offset), float(scale)
+
+
+def measure(model: str, records: list[dict[str, str]], pool: list[dict[str, str]],
+            workdir: Path) -> dict[str, object]:
     embedder = load_embedder(model)
     index = workdir / model
     started = time.perf_counter()
-    build_index(index, records, embedder=embedder)
+    build_index(index, records + pool, embedder=embedder)
     seconds = time.perf_counter() - started
     now = datetime(2026, 4, 1, tzinfo=UTC)
     rec = Recommender.open(index, now=now, reload_interval=-1)
     first: dict[str, list[bool]] = {}
+    parallel = {r["id"] for r in records}
     found, wrong, total_other = [], 0, 0
     for r in records:
         top = rec.similar(r["id"], k=1)
@@ -80,7 +116,8 @@ def measure(model: str, records: list[dict[str, str]], workdir: Path) -> dict[st
         version = rec.snapshot()
         ranker = rec._current().ranker
         row = version.position[r["id"]]
-        rows = np.array([i for i in range(len(version.ids)) if i != row], dtype=np.int64)
+        rows = np.array([i for i in range(len(version.ids)) if i != row and
+                         version.ids[i] in parallel], dtype=np.int64)
         cosine = version.vectors[rows] @ version.vectors[row]
         taken = ranker.translation(ranker.anchor(row), rows, cosine.astype(np.float32))
         translations = [version.position[f"{story_of(r['id'])}-{lang}"] for lang in
@@ -132,13 +169,25 @@ def main() -> None:
     parser.add_argument("--models", default="minilm,multilingual")
     parser.add_argument("--keep-digits", action="store_true",
                         help="leave the bodies whole (no title words or digits removed)")
+    parser.add_argument("--alone", action="store_true",
+                        help="the parallel set alone, without the sample corpus around it")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="print each model's semantic_offset/semantic_scale (its cosines "
+                             "mapped onto MiniLM's) and stop")
     args = parser.parse_args()
+    if args.calibrate:
+        for model in args.models.split(","):
+            offset, scale = calibrate(model)
+            print(f"{model}: semantic_offset = {offset:.3f}, semantic_scale = {scale:.3f}")
+        return
     records = load(strip=not args.keep_digits)
+    pool = [] if args.alone else distractors()
     print(f"{len(records)} articles, {len({story_of(r['id']) for r in records})} stories, "
-          f"languages {sorted({r['language'] for r in records})}")
+          f"languages {sorted({r['language'] for r in records})}; pool of "
+          f"{len(records) + len(pool)} (the sample corpus around them: {len(pool)})")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
-            result = measure(model, records, Path(tmp))
+            result = measure(model, records, pool, Path(tmp))
             by_lang = " ".join(f"{k} {v:.0%}" for k, v in result["rank1_by_language"].items())
             print(f"\n{model} ({result['model']}): build {result['build_seconds']} s")
             print(f"  translation at rank 1 of similar(): {result['rank1']:.0%} ({by_lang})")
