@@ -115,8 +115,10 @@ def _common_build_options(func: Any) -> Any:
                      help="Read every INPUT as this format, and these files in an INPUT "
                           "folder (html: saved article pages) [default: by file extension]."),
         click.option("--model", "-m", metavar="M", envvar="RECOMMENDER_MODEL",
-                     help="sentence-transformers name or local path "
-                          "[default: bundled all-MiniLM-L6-v2; update: the index's model]."),
+                     help="minilm (bundled all-MiniLM-L6-v2, English), multilingual "
+                          "(16 languages, the [multilingual] extra), e5-small, or a "
+                          "sentence-transformers name or local path "
+                          "[default: minilm; update: the index's model]."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
                      default="auto", show_default=True,
                      help="auto = bf16 where the CPU has native bf16, else fp32."),

@@ -102,7 +102,8 @@ DEMO_ARTICLES = ("a001", "a012", "a040", "a115")
               type=click.Path(file_okay=False), metavar="DIR",
               help="Where to build the demo index.")
 @click.option("--model", "-m", metavar="M", default=None,
-              help="Model to embed with [default: bundled all-MiniLM-L6-v2].")
+              help="Model to embed with: minilm, multilingual, e5-small, or a "
+                   "sentence-transformers name [default: minilm].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.argument("article_ids", nargs=-1, metavar="[ID]...")
 @reports_errors
