@@ -1,7 +1,9 @@
 """Cross-lingual check on a small parallel set: does `similar()` put an article's own
 translation first in a pool of every language?
 
-    python scripts/measure_multilingual.py [--models minilm,multilingual,e5-small]
+    python scripts/measure_multilingual.py [--models minilm,multilingual,e5-small] [--alone]
+    python scripts/measure_multilingual.py --calibrate --models multilingual,e5-small
+    python scripts/measure_multilingual.py --speed --models minilm,multilingual,e5-small
 
 The set (tests/fixtures/multilingual/parallel_news.jsonl) is 16 invented news stories, each
 written in English, Spanish, French and German, in pairs of one topic published a day apart
@@ -95,6 +97,19 @@ def calibrate(model: str) -> tuple[float, float]:
     return float(offset), float(scale)
 
 
+def speed(model: str) -> float:
+    """Texts a second, embedding the sample corpus once after a warm-up batch."""
+    from recommender.articles import load_articles
+    from recommender.text import embed_text_for
+
+    texts = [embed_text_for(a) for a in load_articles([SAMPLE])]
+    embedder = load_embedder(model)
+    embedder.embed(texts[:8])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
 def measure(model: str, records: list[dict[str, str]], pool: list[dict[str, str]],
             workdir: Path) -> dict[str, object]:
     embedder = load_embedder(model)
@@ -174,7 +189,14 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="print each model's semantic_offset/semantic_scale (its cosines "
                              "mapped onto MiniLM's) and stop")
+    parser.add_argument("--speed", action="store_true",
+                        help="print each model's embedding speed on the sample corpus and stop")
     args = parser.parse_args()
+    if args.speed:
+        for model in args.models.split(","):
+            print(f"{model}: {speed(model):.1f} texts/s (sample corpus, "
+                  f"{len(SAMPLE.read_text().splitlines())} articles)")
+        return
     if args.calibrate:
         for model in args.models.split(","):
             offset, scale = calibrate(model)
