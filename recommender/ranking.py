@@ -129,6 +129,8 @@ class Prepared:
     other_language: np.ndarray  # bool
     story: np.ndarray           # bool: the source's own story
     development: np.ndarray     # bool: a later development of it
+    timestamp: np.ndarray       # float64 epoch seconds of each candidate (NaN: undated)
+    later: np.ndarray           # float64 days from the anchor's date (see Ranker.later)
 
 
 @dataclass
@@ -186,18 +188,26 @@ class Ranker:
 
     # ------------------------------------------------------------------ relevance
 
-    def proximity(self, source: int, rows: np.ndarray) -> np.ndarray:
-        """exp(-days apart / proximity_days); 0 where either article is undated."""
+    def later(self, source: int, rows: np.ndarray) -> np.ndarray:
+        """Days from the source's date to each row's (negative: earlier; NaN: either is
+        undated)."""
         ts = self.columns.timestamp
-        days = np.abs(ts[rows] - ts[source]) / DAY
+        out: np.ndarray = (ts[rows] - ts[source]) / DAY
+        return out
+
+    def proximity(self, source: int, rows: np.ndarray, later: np.ndarray | None = None
+                  ) -> np.ndarray:
+        """exp(-days apart / proximity_days); 0 where either article is undated."""
+        days = np.abs(self.later(source, rows) if later is None else later)
         out: np.ndarray = np.exp(-days / self.config.proximity_days).astype(np.float32)
         out[np.isnan(out)] = 0.0
         return out
 
-    def relevance(self, source: int, c: Candidates) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def relevance(self, source: int, c: Candidates, later: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The fused relevance of each candidate (0..1) and its parts (see RankingConfig)."""
         cfg, cols = self.config, self.columns
-        proximity = self.proximity(source, c.rows)
+        proximity = self.proximity(source, c.rows, later)
         lexical, names = c.lexical, c.names
         if cfg.cross_lingual and self._languages > 1:
             # Words and names are compared within one language only: across languages
@@ -284,29 +294,35 @@ class Ranker:
                                             cosine >= cfg.event_similarity)
         return same
 
-    def own_story(self, source: int, rows: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    def own_story(self, source: int, rows: np.ndarray, relevance: np.ndarray,
+                  later: np.ndarray | None = None) -> np.ndarray:
         """The source's own story: its story_id when both have one, else relevance at least
         story_relevance within story_window_days of the source (undated: relevance alone),
         or a translation link."""
         cfg, cols = self.config, self.columns
-        days = self._days_apart(source, rows)
-        close = ~(days > cfg.story_window_days)  # undated: relevance alone
-        tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
-        story: np.ndarray = np.where(tagged, cols.story[rows] == cols.story[source],
-                                     (relevance >= cfg.story_relevance) & close)
-        out: np.ndarray = story | self._linked(source, rows)
-        return out
+        days = np.abs(self.later(source, rows) if later is None else later)
+        story: np.ndarray = (relevance >= cfg.story_relevance) & \
+            ~(days > cfg.story_window_days)  # undated: relevance alone
+        if cols.story[source] >= 0:
+            tagged = cols.story[rows] >= 0
+            story = np.where(tagged, cols.story[rows] == cols.story[source], story)
+        if self._translations:
+            story = story | self._linked(source, rows)
+        return story
 
-    def development(self, source: int, rows: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    def development(self, source: int, rows: np.ndarray, relevance: np.ndarray,
+                    later: np.ndarray | None = None) -> np.ndarray:
         """Later developments of the source's story: published after it and of the same
         story_id (when both have one), else within development_window_days with relevance
         at least story_relevance."""
         cfg, cols = self.config, self.columns
-        later = (cols.timestamp[rows] - cols.timestamp[source]) / DAY  # NaN: never later
-        tagged = (cols.story[source] >= 0) & (cols.story[rows] >= 0)
-        out: np.ndarray = (later > 0) & np.where(
-            tagged, cols.story[rows] == cols.story[source],
-            (later <= cfg.development_window_days) & (relevance >= cfg.story_relevance))
+        if later is None:
+            later = self.later(source, rows)  # NaN: never later
+        out: np.ndarray = (later > 0) & (later <= cfg.development_window_days) & \
+            (relevance >= cfg.story_relevance)
+        if cols.story[source] >= 0:
+            tagged = cols.story[rows] >= 0
+            out = (later > 0) & np.where(tagged, cols.story[rows] == cols.story[source], out)
         return out
 
     def _linked(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
@@ -370,15 +386,17 @@ class Ranker:
         parts, copies and translations of the source, its story and later developments."""
         anchor = self.anchor(source)
         rows = c.rows
-        relevance, parts = self.relevance(anchor, c)
+        later = self.later(anchor, rows)
+        relevance, parts = self.relevance(anchor, c, later)
         return Prepared(
             source=source, anchor=anchor, c=c, relevance=relevance, parts=parts,
             table=np.vstack([*parts.values(), relevance]),
             identity=self.duplicate(anchor, rows, c.semantic) |
             self.translation(anchor, rows, c.semantic),
             other_language=self._other_language(anchor, rows),
-            story=self.own_story(anchor, rows, relevance),
-            development=self.development(anchor, rows, relevance))
+            story=self.own_story(anchor, rows, relevance, later),
+            development=self.development(anchor, rows, relevance, later),
+            timestamp=self.columns.timestamp[rows], later=later)
 
     def score(self, policy: SlotPolicy, p: Prepared, *, now_ts: float, excluded: set[int]
               ) -> Scored:
@@ -392,24 +410,26 @@ class Ranker:
         if policy.languages == "same":
             eligible &= ~p.other_language
         reference = self.reference_time(source, now_ts)
-        eligible &= self._in_time(policy, source, rows, reference, now_ts)
+        eligible &= self._in_time(policy, source, rows, reference, now_ts,
+                                  timestamp=p.timestamp, later=p.later)
         if policy.scope == "story":
             eligible &= p.story | (p.development if policy.latest_first else False)
         bar = np.where(p.other_language, policy.min_score_other_language,
                        policy.min_score).astype(np.float32)
-        return Scored(p, eligible, self._freshness(policy, rows, reference), bar)
+        return Scored(p, eligible, self._freshness(policy, p.timestamp, reference), bar)
 
     def _in_time(self, policy: SlotPolicy, source: int, rows: np.ndarray, reference: float,
-                 now_ts: float) -> np.ndarray:
+                 now_ts: float, *, timestamp: np.ndarray | None = None,
+                 later: np.ndarray | None = None) -> np.ndarray:
         """The hard time limits: nothing dated after now; distance from the reference date;
-        window relative to the source's date; undated articles when their factor is 0."""
-        ts = self.columns.timestamp[rows]
+        window relative to the source's date; undated articles when their factor is 0.
+        `timestamp` and `later`: the rows' dates and days from the source, when known."""
+        ts = self.columns.timestamp[rows] if timestamp is None else timestamp
         mask = ~(ts > now_ts)
         if policy.max_age_days is not None:
             mask &= ~(np.abs(ts - reference) / DAY > policy.max_age_days)
-        src_ts = self.columns.timestamp[source]
-        if not np.isnan(src_ts):
-            delta_days = (ts - src_ts) / DAY
+        if policy.window_before_days is not None or policy.window_after_days is not None:
+            delta_days = self.later(source, rows) if later is None else later  # NaN: no limit
             if policy.window_before_days is not None:
                 mask &= ~(delta_days < -policy.window_before_days)
             if policy.window_after_days is not None:
@@ -419,9 +439,11 @@ class Ranker:
         out: np.ndarray = mask
         return out
 
-    def _freshness(self, policy: SlotPolicy, rows: np.ndarray, reference: float) -> np.ndarray:
-        ts = self.columns.timestamp[rows]
-        factor = np.ones(len(rows), dtype=np.float32)
+    def _freshness(self, policy: SlotPolicy, ts: np.ndarray, reference: float) -> np.ndarray:
+        """Each row's freshness factor, from its date `ts`."""
+        factor = np.ones(len(ts), dtype=np.float32)
+        if not policy.half_life_days and policy.undated_factor == 1.0:
+            return factor
         if policy.half_life_days:
             distance = np.abs(ts - reference) / DAY
             factor = np.power(0.5, distance / policy.half_life_days).astype(np.float32)
