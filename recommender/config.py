@@ -209,6 +209,14 @@ class RankingConfig:
     # original, and the word and names scores count within one language only. Off for an
     # English-only model, whose translated articles borrow their original's vector.
     cross_lingual: bool = False
+    # ... and across languages the words and names scores are read from the meaning instead:
+    # what a same-language pair of that (mapped) cosine scores on average, offset + scale ·
+    # cosine clipped to 0..1, so a translation competes with same-language articles on equal
+    # terms. Fitted on the sample corpus (`measure_multilingual.py --calibrate`).
+    across_lexical_offset: float = -0.060
+    across_lexical_scale: float = 0.414
+    across_names_offset: float = -0.178
+    across_names_scale: float = 0.799
 
 
 DEFAULT_SLOTS: dict[str, SlotPolicy] = {

