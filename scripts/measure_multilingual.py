@@ -2,6 +2,7 @@
 translation first in a pool of every language?
 
     python scripts/measure_multilingual.py [--models minilm,multilingual,e5-small] [--alone]
+                                           [--set KEY=VALUE ...]
     python scripts/measure_multilingual.py --calibrate --models multilingual,e5-small
     python scripts/measure_multilingual.py --speed --models minilm,multilingual,e5-small
 
@@ -138,11 +139,14 @@ def calibrate_across() -> dict[str, float]:
 
 
 def measure(model: str, records: list[dict[str, str]], pool: list[dict[str, str]],
-            workdir: Path) -> dict[str, object]:
+            workdir: Path, settings: dict[str, str] | None = None) -> dict[str, object]:
     embedder = load_embedder(model)
     index = workdir / model
     started = time.perf_counter()
     build_index(index, records + pool, embedder=embedder)
+    if settings:  # [ranking] keys laid over the model's profile, as a site would
+        (index / "recommender.toml").write_text(
+            "[ranking]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
     seconds = time.perf_counter() - started
     now = datetime(2026, 4, 1, tzinfo=UTC)
     rec = Recommender.open(index, now=now, reload_interval=-1)
@@ -216,6 +220,8 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="print each model's semantic_offset/semantic_scale (its cosines "
                              "mapped onto MiniLM's) and stop")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [ranking] setting for the measured indexes (repeatable)")
     parser.add_argument("--speed", action="store_true",
                         help="print each model's embedding speed on the sample corpus and stop")
     args = parser.parse_args()
@@ -238,7 +244,8 @@ def main() -> None:
           f"{len(records) + len(pool)} (the sample corpus around them: {len(pool)})")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
-            result = measure(model, records, pool, Path(tmp))
+            result = measure(model, records, pool, Path(tmp),
+                             dict(item.split("=", 1) for item in args.set))
             by_lang = " ".join(f"{k} {v:.0%}" for k, v in result["rank1_by_language"].items())
             print(f"\n{model} ({result['model']}): build {result['build_seconds']} s")
             print(f"  translation at rank 1 of similar(): {result['rank1']:.0%} ({by_lang})")
