@@ -197,6 +197,9 @@ def load_embedder(model: str | None = None, *, precision: str = "auto") -> Embed
     spec = model or DEFAULT_MODEL
     entry = model_entry(spec)
     if entry is not None and entry.factory is not None:
+        if precision not in ("auto", "fp32"):  # their weights are quantised in the package
+            raise RecommenderError(f"model {spec!r} has a fixed precision: --precision "
+                                   f"{precision} applies to sentence-transformers models")
         return entry.factory()
     spec = entry.name if entry is not None else spec
     if spec == "hashing" or spec.startswith("hashing:"):

@@ -124,3 +124,10 @@ def test_a_config_built_in_code_is_kept_for_any_model() -> None:
 
     mine = Config(ranking=RankingConfig(translation_similarity=0.9))
     assert mine.for_model("use-multilingual-v3") is mine
+
+
+def test_forcing_bf16_on_a_quantised_model_is_refused() -> None:
+    from recommender.errors import RecommenderError
+
+    with pytest.raises(RecommenderError, match="fixed precision"):
+        load_embedder("multilingual", precision="bf16")
