@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -26,17 +27,14 @@ ENGINE_ENV = "RECOMMENDER_ENGINE"
 RAY_MISSING = "--engine ray needs Ray: pip install 'recommender[ray]'"
 
 # Texts per embedding call, as the local path cuts them (SentenceTransformerEmbedder: 4 batches
-# of 16). With the same cut and the same sort by length, a worker embeds exactly the chunks a
-# local build embeds, so the vectors are the same bit for bit, not just close.
+# of 16). Each row of the Ray dataset is one such chunk, cut here after the same sort by
+# length, so a worker embeds exactly the chunks a local build embeds (the vectors are the same
+# bit for bit, not just close) whatever blocks and batches Ray makes of the rows.
 EMBED_BATCH = 64
-# Rows per Ray block: a whole number of batches (a batch never straddles two blocks), at least
-# BLOCKS_PER_WORKER blocks per worker so that all of them get work, and at most BLOCK_ROWS so
-# that 10M articles make a few thousand blocks, not millions.
-BLOCK_ROWS = EMBED_BATCH * 64
-BLOCKS_PER_WORKER = 4
 # Queries per search task: whole blocks of the local search, so each list is computed by
-# the same products; several of them, so copying the candidate vectors is amortised.
-SEARCH_ROWS = BLOCK * 8
+# the same products; up to this many of them, so copying the candidate vectors is amortised,
+# and fewer when that leaves a worker idle.
+SEARCH_BLOCKS = 8
 
 Table = tuple[np.ndarray, np.ndarray, str]
 
@@ -73,21 +71,22 @@ class LocalEngine:
         return None
 
 
-class _EmbedBatches:
+class _EmbedChunks:
     """A Ray Data actor: the embedder is unpickled (its model loaded on first use) once per
-    worker, then embeds every batch it is given."""
+    worker, then embeds every chunk of texts it is given, one `embed` call per chunk."""
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self.embedder.embed([str(t) for t in batch["text"]])
-        return {"id": batch["id"], "vector": vectors}
+        ids = [str(i) for chunk in batch["ids"] for i in chunk]
+        vectors = [self.embedder.embed([str(t) for t in chunk]) for chunk in batch["texts"]]
+        return {"id": np.array(ids), "vector": np.concatenate(vectors)}
 
 
 class _SearchBlocks:
     """A Ray Data actor holding the whole vector set (read from the object store, shared by
-    the workers of a node): each batch names the first query row of a run of blocks."""
+    the workers of a node): each batch names runs of query rows, [start, stop)."""
 
     def __init__(self, shared: list[Any], n: int) -> None:
         import ray
@@ -96,9 +95,9 @@ class _SearchBlocks:
         self.n = n
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        total = len(self.vectors)
-        queries = np.concatenate([np.arange(start, min(start + SEARCH_ROWS, total))
-                                  for start in batch["start"].tolist()])
+        queries = np.concatenate([np.arange(start, stop) for start, stop
+                                  in zip(batch["start"].tolist(), batch["stop"].tolist(),
+                                         strict=True)])
         rows, scores, method = compute_table(self.vectors, self.candidates, self.n,
                                              queries=queries)
         return {"query": queries, "rows": rows, "scores": scores,
@@ -153,8 +152,6 @@ class RayEngine:
     def embed(self, embedder: Embedder, ids: Sequence[str], texts: Sequence[str],
               progress: ProgressCallback | None = None) -> np.ndarray:
         ray = self._ray()
-        import pyarrow as pa
-
         if len(ids) != len(texts):
             raise ValueError("one id per text")
         position = {article_id: i for i, article_id in enumerate(ids)}
@@ -162,15 +159,13 @@ class RayEngine:
             raise ValueError("article ids must be unique")
         # The local path's order: longest first across the whole run, so batches pad little.
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        table = pa.table({"id": [ids[i] for i in order], "text": [texts[i] for i in order]})
-        batches = -(-len(order) // EMBED_BATCH)
-        per_block = EMBED_BATCH * max(1, min(
-            BLOCK_ROWS // EMBED_BATCH, batches // (self._workers(ray) * BLOCKS_PER_WORKER)))
-        blocks = [table.slice(start, per_block) for start in range(0, len(order), per_block)]
-        vectors = ray.data.from_arrow(blocks).map_batches(
-            _EmbedBatches, fn_constructor_kwargs={"embedder": embedder},
-            batch_size=EMBED_BATCH, batch_format="numpy", num_cpus=1,
-            compute=self._pool(ray, len(blocks)))
+        chunks = [{"ids": [ids[i] for i in rows], "texts": [texts[i] for i in rows]}
+                  for rows in (order[s:s + EMBED_BATCH] for s in range(0, len(order),
+                                                                         EMBED_BATCH))]
+        vectors = ray.data.from_items(chunks).map_batches(
+            _EmbedChunks, fn_constructor_kwargs={"embedder": embedder},
+            batch_size=1, batch_format="numpy", num_cpus=1,
+            compute=self._pool(ray, len(chunks)))
         out: np.ndarray | None = None
         seen = np.zeros(len(ids), dtype=bool)
         if progress is not None:
@@ -192,11 +187,14 @@ class RayEngine:
         ray = self._ray()
         shared = [ray.put(np.ascontiguousarray(vectors, dtype=np.float32)),
                   ray.put(np.asarray(candidates, dtype=bool))]
-        starts = list(range(0, len(vectors), SEARCH_ROWS))
-        blocks = ray.data.from_items([{"start": s} for s in starts]).map_batches(
+        total = len(vectors)
+        per_task = BLOCK * max(1, min(SEARCH_BLOCKS,
+                                      -(-total // (BLOCK * 2 * self._workers(ray)))))
+        runs = [{"start": s, "stop": min(s + per_task, total)} for s in range(0, total, per_task)]
+        blocks = ray.data.from_items(runs).map_batches(
             _SearchBlocks, fn_constructor_kwargs={"shared": shared, "n": n},
             batch_size=1, batch_format="numpy", num_cpus=1,
-            compute=self._pool(ray, len(starts)))
+            compute=self._pool(ray, len(runs)))
         rows = np.full((len(vectors), n), -1, dtype=np.int32)
         scores = np.zeros((len(vectors), n), dtype=np.float32)
         methods: set[str] = set()
@@ -221,29 +219,35 @@ class RayEngine:
         self.close()
 
 
+# How a worker's own error reads in the traceback Ray sends back: Ray Data wraps it in a
+# UserCodeException, and only the text of the chain crosses the process boundary.
+_WORKER_ERROR = re.compile(r"^recommender\.errors\.\w+: (.+)$", re.MULTILINE)
+
+
 @contextmanager
 def _worker_errors() -> Iterator[None]:
     """A failure inside a Ray worker as one line: the library's own error when a worker raised
-    one (a model that cannot load), else the Ray error's last line."""
+    one (a model that cannot load), else the innermost cause Ray kept."""
     try:
         yield
     except RecommenderError:
         raise
     except Exception as exc:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, RecommenderError):
-                raise EngineError(f"a Ray worker failed: {cause}") from exc
-            cause = cause.__cause__
-        raise EngineError(f"the Ray job failed: {_last_line(exc)}") from exc
+        own = _WORKER_ERROR.search(str(exc))
+        if own:
+            raise EngineError(f"a Ray worker failed: {own.group(1)}") from exc
+        cause: BaseException = exc
+        for _ in range(20):  # RayTaskError keeps the worker's exception in `.cause`
+            inner = cause.__cause__ or getattr(cause, "cause", None)
+            if not isinstance(inner, BaseException):
+                break
+            cause = inner
+        raise EngineError(f"the Ray job failed: {type(cause).__name__}: "
+                          f"{_first_line(cause)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _last_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
 
 
 def resolve_engine(name: str | None = None, address: str | None = None

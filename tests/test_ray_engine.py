@@ -9,7 +9,7 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from click.testing import CliRunner
 
 from recommender import (
     EngineError,
+    HashingEmbedder,
     LocalEngine,
     RayEngine,
     Recommender,
+    RecommenderError,
     build_index,
     load_articles,
     sample_corpus_path,
@@ -174,3 +176,19 @@ def test_the_ray_engine_without_ray_installed_is_a_one_line_error(
                        "--model", "hashing:64", "--quiet", env={"RECOMMENDER_ENGINE": "ray"})
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "pip install 'recommender[ray]'" in err
+
+
+class BrokenEmbedder(HashingEmbedder):
+    """Fails inside the Ray worker, as a model that cannot load would."""
+
+    def embed(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
+        raise RecommenderError("cannot load model 'broken': no such file")
+
+
+@needs_ray
+def test_a_failure_in_a_ray_worker_is_a_one_line_error_and_publishes_nothing(
+        local_ray: None, tmp_path: Path, tiny_jsonl: Path) -> None:
+    with pytest.raises(EngineError, match=r"^a Ray worker failed: cannot load model 'broken'"):
+        build_index(tmp_path / "i", [tiny_jsonl], embedder=BrokenEmbedder(64),
+                    engine=RayEngine())
+    assert not (tmp_path / "i" / "CURRENT").exists()
