@@ -116,6 +116,10 @@ def _common_build_options(func: Any) -> Any:
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
                      default="auto", show_default=True,
                      help="auto = bf16 where the CPU has native bf16, else fp32."),
+        click.option("--runtime", type=click.Choice(["auto", "torch", "openvino"]),
+                     envvar="RECOMMENDER_RUNTIME", default="auto", show_default=True,
+                     help="What runs the model: auto = openvino when installed (the "
+                          "openvino extra), else torch (or $RECOMMENDER_RUNTIME)."),
         click.option("--strict", is_flag=True,
                      help="Publish nothing if any record is invalid."),
         click.option("--neighbours", type=click.IntRange(min=1), default=DEFAULT_N,
@@ -129,9 +133,9 @@ def _common_build_options(func: Any) -> Any:
 
 
 def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision: str,
-               strict: bool, neighbours: int, quiet: bool, as_json: bool, incremental: bool,
-               delete: tuple[str, ...] = (), max_removed_share: float = MAX_REMOVED_SHARE
-               ) -> None:
+               runtime: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
+               incremental: bool, delete: tuple[str, ...] = (),
+               max_removed_share: float = MAX_REMOVED_SHARE) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
 
@@ -139,7 +143,7 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
         version = IndexVersion(IndexDirectory(index).current_path())
         model = version.manifest.model
         version.close()
-    embedder = load_embedder(model, precision=precision)
+    embedder = load_embedder(model, precision=precision, runtime=runtime)
     with progress_bar(show_progress(quiet or as_json)) as progress:
         report = build_index(index, list(inputs), embedder=embedder, incremental=incremental,
                              delete=delete, strict=strict, progress=progress,
@@ -156,15 +160,15 @@ def _run_build(inputs: tuple[str, ...], index: str, model: str | None, precision
 @click.option("--allow-removals", is_flag=True,
               help="Remove whatever the input does not list, even all of it.")
 @reports_errors
-def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-          neighbours: int, quiet: bool, as_json: bool, max_removals: float,
+def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str, runtime: str,
+          strict: bool, neighbours: int, quiet: bool, as_json: bool, max_removals: float,
           allow_removals: bool) -> None:
     """Build the index from INPUT files (.jsonl or .csv): it then holds exactly those
     articles. Vectors of unchanged articles in an existing index are reused. A build that
     would remove more than --max-removals of the index (an empty or cut export) is refused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
-    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
+    _run_build(inputs, index, model, precision, runtime, strict, neighbours, quiet, as_json,
                incremental=False, max_removed_share=1.0 if allow_removals else max_removals)
 
 
@@ -173,13 +177,14 @@ def build(inputs: tuple[str, ...], index: str, model: str | None, precision: str
 @click.option("--delete", "delete", multiple=True, metavar="ID",
               help="Remove this article id (repeatable).")
 @reports_errors
-def update(inputs: tuple[str, ...], index: str, model: str | None, precision: str, strict: bool,
-           neighbours: int, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
+def update(inputs: tuple[str, ...], index: str, model: str | None, precision: str, runtime: str,
+           strict: bool, neighbours: int, quiet: bool, as_json: bool, delete: tuple[str, ...]
+           ) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
-    _run_build(inputs, index, model, precision, strict, neighbours, quiet, as_json,
+    _run_build(inputs, index, model, precision, runtime, strict, neighbours, quiet, as_json,
                incremental=True, delete=delete)
 
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,9 @@ def import_openvino() -> Any:
     ~/intel unless the user ran `opt_in_out --opt_out`. With its telemetry package blocked
     during that import the converter binds its own no-op stub, for the life of the process.
     Raises ImportError when openvino is not installed."""
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
+    loaded = sys.modules.get("openvino")
+    if loaded is not None:
+        return loaded
     blocked = "openvino_telemetry"
     saved = sys.modules.get(blocked)
     sys.modules[blocked] = None  # type: ignore[assignment]  # `import` of it raises ImportError
@@ -182,7 +183,9 @@ def convert(model: Any, entry: Path, meta: dict[str, Any], check: Any) -> None:
     staged = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         example = {k: torch.from_numpy(v) for k, v in tokenize(model, PROBE_TEXTS[:2]).items()}
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # the shape checks it warns about hold for every batch of this tokenizer
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             converted = ov.convert_model(_Pipeline(model).eval(), example_input=example)
         # fp32 weights: the fp16 compression default would cost accuracy in f32 inference
         ov.save_model(converted, staged / "model.xml", compress_to_fp16=False)
@@ -200,7 +203,7 @@ class OpenVINOEncoder:
     is used as is). `converted` tells whether this load had to convert."""
 
     def __init__(self, model: Any, model_dir: Path, *, bf16: bool, batch_size: int,
-                 cache_root: Path | None = None) -> None:
+                 cache_root: Path | None = None, hint: str = "THROUGHPUT") -> None:
         try:
             self._ov = import_openvino()
         except ImportError as exc:
@@ -209,9 +212,12 @@ class OpenVINOEncoder:
                 "'recommender[openvino]'") from exc
         self._model = model
         self._batch_size = batch_size
-        # THROUGHPUT: one stream per core (measured faster than LATENCY, README)
+        # THROUGHPUT: batches run in parallel streams, measured faster than LATENCY (one
+        # batch at a time over all cores) by scripts/bench_embed.py --explore
         self._config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-                        "PERFORMANCE_HINT": "THROUGHPUT"}
+                        "PERFORMANCE_HINT": hint,
+                        # torch's count, so OMP_NUM_THREADS / torch.set_num_threads limit both
+                        "INFERENCE_NUM_THREADS": str(torch.get_num_threads())}
         self._core = self._ov.Core()
         root = cache_root or default_cache_root(model_dir)
         entry, meta = cache_entry(root, model_dir, model_content_hash(model_dir),
@@ -230,8 +236,11 @@ class OpenVINOEncoder:
                 raise RuntimeUnavailable(f"cannot convert the model to OpenVINO: {exc}") from exc
         self._compiled = self._compile(entry / "model.xml")
 
-    def _compile(self, xml: Path) -> Any:
-        return self._core.compile_model(str(xml), "CPU", self._config)
+    def _compile(self, xml: Path) -> tuple[Any, list[Any]]:
+        compiled = self._core.compile_model(str(xml), "CPU", self._config)
+        # one request per stream the hint chose, kept for the life of the encoder
+        count = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        return compiled, [compiled.create_infer_request() for _ in range(max(1, count))]
 
     def _check(self, xml: Path) -> None:
         with torch.no_grad():
@@ -248,31 +257,37 @@ class OpenVINOEncoder:
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                ) -> np.ndarray:
         """Embeddings of `texts` in their order, batched as given (sort them beforehand);
-        `progress(texts done)` is called from this thread as batches finish."""
+        `progress(texts done)` is called as batches finish."""
         return self._run(self._compiled, texts, progress)
 
-    def _run(self, compiled: Any, texts: Sequence[str],
+    def _run(self, compiled: tuple[Any, list[Any]], texts: Sequence[str],
              progress: Callable[[int], None] | None = None) -> np.ndarray:
-        dimension = compiled.outputs[0].get_partial_shape()[1].get_length()
+        model, requests = compiled
+        dimension = model.outputs[0].get_partial_shape()[1].get_length()
         out = np.empty((len(texts), dimension), dtype=np.float32)
-        queue = self._ov.AsyncInferQueue(
-            compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        finished = [0]
-        lock = threading.Lock()
+        # Requests take batches in turn: while they run, this thread tokenises the next one.
+        # No completion callbacks: a Python callback on OpenVINO's threads can deadlock with
+        # a request being freed under the GIL.
+        running: list[slice | None] = [None] * len(requests)
+        done = 0
 
-        def store(request: Any, rows: slice) -> None:  # runs in an OpenVINO thread
-            out[rows] = request.get_output_tensor(0).data
-            with lock:
-                finished[0] += rows.stop - rows.start
+        def collect(slot: int) -> None:
+            nonlocal done
+            rows = running[slot]
+            if rows is not None:
+                requests[slot].wait()
+                out[rows] = requests[slot].get_output_tensor(0).data
+                running[slot] = None
+                done += rows.stop - rows.start
+                if progress is not None:
+                    progress(done)
 
-        queue.set_callback(store)
-        # tokenising the next batch overlaps the inference of the previous ones
-        for start in range(0, len(texts), self._batch_size):
+        for number, start in enumerate(range(0, len(texts), self._batch_size)):
+            slot = number % len(requests)
+            collect(slot)
             rows = slice(start, min(start + self._batch_size, len(texts)))
-            queue.start_async(tokenize(self._model, texts[rows]), rows)  # waits for a free slot
-            if progress is not None:
-                progress(finished[0])
-        queue.wait_all()
-        if progress is not None:
-            progress(len(texts))
+            requests[slot].start_async(tokenize(self._model, texts[rows]))
+            running[slot] = rows
+        for slot in range(len(requests)):
+            collect(slot)
         return out
