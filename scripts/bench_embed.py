@@ -10,8 +10,8 @@ cosine of its vectors with plain fp32 encode (min and mean over texts).
                                   [--threads T] [--explore]
 
 The texts are `embed_text_for(article)` of the input (default: the bundled sample corpus,
-repeated N times so the timing covers more than a few batches). --explore adds OpenVINO
-variants: LATENCY vs THROUGHPUT hint, batch sizes, unsorted input, fp32.
+repeated N times so the timing covers more than a few batches). --explore adds torch fp32 and
+OpenVINO variants: LATENCY vs THROUGHPUT hint, batch sizes, unsorted input, fp32.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from recommender import load_articles, sample_corpus_path
 from recommender.embedding import (
     OPENVINO_BATCH,
+    TORCH_BATCH,
     SentenceTransformerEmbedder,
     cpu_supports_bf16,
     default_model_path,
@@ -69,7 +70,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="Threads for torch and OpenVINO [default: torch's, one a core].")
     parser.add_argument("--explore", action="store_true",
-                        help="Also time OpenVINO hints, batch sizes, unsorted input, fp32.")
+                        help="Also time torch fp32 and OpenVINO hints, batch sizes, unsorted "
+                             "input, fp32.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)  # OpenVINOEncoder takes torch's count
@@ -87,9 +89,9 @@ def main() -> None:
     paths: dict[str, Encode] = {
         "plain encode (fp32, batch 32)": lambda t: plain.encode(list(t),
                                                                 normalize_embeddings=True)}
-    for precision in ("fp32", "auto"):
+    for precision in (("fp32", "auto") if args.explore else ("auto",)):
         embedder = SentenceTransformerEmbedder(precision=precision, runtime="torch")
-        paths[f"torch {embedder.precision}, sorted, batch 16"] = embedder.embed
+        paths[f"torch {embedder.precision}, sorted, batch {TORCH_BATCH}"] = embedder.embed
     try:
         embedder = SentenceTransformerEmbedder(runtime="openvino")
         embedder.runtime  # noqa: B018 - loads it, or says why it cannot

@@ -1,7 +1,7 @@
 """OpenVINO runtime for a sentence-transformers model: its whole torch pipeline (transformer,
 pooling, normalisation) converted once, locally, to OpenVINO IR, cached, and run in bf16 where
-the CPU has native bf16. Measured about 1.5× faster than bf16 torch here (README, Embedding
-speed), with vectors at cosine ≥ 0.998 to plain fp32 encode (checked at every conversion).
+the CPU has native bf16: several times faster than torch here (README, Embedding speed), with
+vectors at cosine ≥ 0.998 to plain fp32 encode (checked on probe texts at every conversion).
 
 Cache: $RECOMMENDER_OPENVINO_CACHE, else `.recommender-openvino/` inside the model folder when
 it is writable, else $XDG_CACHE_HOME/recommender/openvino (~/.cache/...). One entry per model
@@ -234,7 +234,10 @@ class OpenVINOEncoder:
                 raise
             except Exception as exc:  # the converter raises many kinds
                 raise RuntimeUnavailable(f"cannot convert the model to OpenVINO: {exc}") from exc
-        self._compiled = self._compile(entry / "model.xml")
+        try:
+            self._compiled = self._compile(entry / "model.xml")
+        except Exception as exc:  # e.g. a CPU or OpenVINO build without this precision
+            raise RuntimeUnavailable(f"OpenVINO cannot compile the model: {exc}") from exc
 
     def _compile(self, xml: Path) -> tuple[Any, list[Any]]:
         compiled = self._core.compile_model(str(xml), "CPU", self._config)
