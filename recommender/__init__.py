@@ -24,6 +24,7 @@ from .errors import (
     ModelMismatch,
     RecommenderError,
     RemovalRefused,
+    RuntimeUnavailable,
     StorageError,
     UnknownSlot,
 )
@@ -38,7 +39,8 @@ __all__ = [
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
     "InvalidInput", "LoadReport", "LocalEngine", "ModelMismatch", "Problem", "RankingConfig",
     "RayEngine", "Recommendation", "Recommender",
-    "RecommenderError", "RemovalRefused", "SentenceTransformerEmbedder", "SlotPolicy",
+    "RecommenderError", "RemovalRefused", "RuntimeUnavailable", "SentenceTransformerEmbedder",
+    "SlotPolicy",
     "StorageError", "UnknownSlot",
     "build_index", "load_articles", "load_config", "load_embedder", "read_articles",
     "sample_corpus_path",

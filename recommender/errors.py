@@ -12,6 +12,8 @@
     ├── ModelMismatch        the index was built with another model or dimension
     ├── EngineError          the build engine cannot run: an unknown --engine, Ray not
     │                        installed, the cluster unreachable, a worker failed
+    ├── RuntimeUnavailable   the embedding runtime asked for (openvino) is not installed or
+    │                        cannot run this model
     ├── ArticleNotFound      an id that is not in the index
     ├── UnknownSlot          a slot name that no policy defines
     ├── InputError           an input file cannot be read at all (missing, unknown format)
@@ -57,6 +59,10 @@ class ModelMismatch(RecommenderError):
 
 
 class EngineError(RecommenderError):
+    pass
+
+
+class RuntimeUnavailable(RecommenderError):
     pass
 
 

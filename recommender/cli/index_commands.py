@@ -121,6 +121,10 @@ def _common_build_options(func: Any) -> Any:
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
                      default="auto", show_default=True,
                      help="auto = bf16 where the CPU has native bf16, else fp32."),
+        click.option("--runtime", type=click.Choice(["auto", "torch", "openvino"]),
+                     envvar="RECOMMENDER_RUNTIME", default="auto", show_default=True,
+                     help="What runs the model: auto = openvino when installed (the "
+                          "openvino extra), else torch (or $RECOMMENDER_RUNTIME)."),
         click.option("--strict", is_flag=True,
                      help="Publish nothing if any record is invalid."),
         click.option("--neighbours", type=click.IntRange(min=1), default=DEFAULT_N,
@@ -142,8 +146,8 @@ def _common_build_options(func: Any) -> Any:
 
 
 def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-               precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
-               incremental: bool, engine: str | None, address: str | None,
+               precision: str, runtime: str, strict: bool, neighbours: int, quiet: bool,
+               as_json: bool, incremental: bool, engine: str | None, address: str | None,
                delete: tuple[str, ...] = (),
                max_removed_share: float = MAX_REMOVED_SHARE) -> None:
     from ..embedding import load_embedder
@@ -154,7 +158,7 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
         model = version.manifest.model
         version.close()
     loaded = read_articles(list(inputs), input_format)
-    embedder = load_embedder(model, precision=precision)
+    embedder = load_embedder(model, precision=precision, runtime=runtime)
     with resolve_engine(engine, address) as runner, \
             progress_bar(show_progress(quiet or as_json)) as progress:
         report = build_index(index, loaded, embedder=embedder, incremental=incremental,
@@ -174,7 +178,7 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
               help="Remove whatever the input does not list, even all of it.")
 @reports_errors
 def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-          precision: str, strict: bool, neighbours: int, engine: str | None,
+          precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
           address: str | None, quiet: bool, as_json: bool, max_removals: float,
           allow_removals: bool) -> None:
     """Build the index from INPUT files (.jsonl, .csv, saved .html pages), folders (with
@@ -183,8 +187,8 @@ def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: 
     --max-removals of the index (an empty or cut export) is refused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
-    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet, as_json,
-               incremental=False, engine=engine, address=address,
+    _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours,
+               quiet, as_json, incremental=False, engine=engine, address=address,
                max_removed_share=1.0 if allow_removals else max_removals)
 
 
@@ -194,13 +198,13 @@ def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: 
               help="Remove this article id (repeatable).")
 @reports_errors
 def update(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-           precision: str, strict: bool, neighbours: int, engine: str | None,
+           precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
            address: str | None, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
-    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet,
+    _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours, quiet,
                as_json, incremental=True, engine=engine, address=address, delete=delete)
 
 
