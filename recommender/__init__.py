@@ -9,10 +9,12 @@ from .articles import Article, LoadReport, Problem, load_articles, read_articles
 from .build import BuildReport, build_index
 from .config import Config, Filters, RankingConfig, SlotPolicy, load_config
 from .embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder, load_embedder
+from .engines import LocalEngine, RayEngine
 from .errors import (
     ArticleNotFound,
     ConfigError,
     DatasetError,
+    EngineError,
     IndexCorrupt,
     IndexLocked,
     IndexNotFound,
@@ -22,6 +24,7 @@ from .errors import (
     ModelMismatch,
     RecommenderError,
     RemovalRefused,
+    RuntimeUnavailable,
     StorageError,
     UnknownSlot,
 )
@@ -31,12 +34,13 @@ from .samples import sample_corpus_path
 
 __all__ = [
     "Article", "ArticleNotFound", "BuildReport", "Config", "ConfigError", "DatasetError",
-    "Embedder", "Filters",
+    "Embedder", "EngineError", "Filters",
     "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
-    "InvalidInput", "LoadReport", "ModelMismatch", "Problem", "RankingConfig", "Recommendation",
-    "Recommender",
-    "RecommenderError", "RemovalRefused", "SentenceTransformerEmbedder", "SlotPolicy",
+    "InvalidInput", "LoadReport", "LocalEngine", "ModelMismatch", "Problem", "RankingConfig",
+    "RayEngine", "Recommendation", "Recommender",
+    "RecommenderError", "RemovalRefused", "RuntimeUnavailable", "SentenceTransformerEmbedder",
+    "SlotPolicy",
     "StorageError", "UnknownSlot",
     "build_index", "load_articles", "load_config", "load_embedder", "read_articles",
     "sample_corpus_path",

@@ -17,11 +17,11 @@ import numpy as np
 
 from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
+from .engines import BuildEngine, LocalEngine
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, RemovalRefused
 from .lexical import fit_lexical, fit_names, write_lexical
 from .neighbours import (
     DEFAULT_N,
-    compute_table,
     lexical_table,
     renumber,
     update_table,
@@ -88,7 +88,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 incremental: bool = False, delete: Iterable[str] = (), strict: bool = False,
                 progress: ProgressCallback | None = None,
                 neighbours: int = DEFAULT_N,
-                max_removed_share: float = MAX_REMOVED_SHARE) -> BuildReport:
+                max_removed_share: float = MAX_REMOVED_SHARE,
+                engine: BuildEngine | None = None) -> BuildReport:
     """Publish a new version of the index at `index`.
 
     incremental=False (build): the index holds exactly the input articles; a build that would
@@ -96,10 +97,13 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
     RemovalRefused and publishes nothing.
     incremental=True (update): the input is upserted into the live index, `delete` ids removed.
     Vectors are reused whenever content hash and model match the live version.
+    engine: where the embedding and a full candidate search run (default: this process;
+    `RayEngine` for a Ray cluster); the version is written here either way.
     A failed write raises StorageError (disk full, read-only, ...) and leaves no half-written
     version behind.
     """
     started = time.perf_counter()
+    engine = engine or LocalEngine()
     directory = IndexDirectory(index)
     loaded = sources if isinstance(sources, LoadReport) else read_articles(sources)
     report = BuildReport(index=str(directory.root), problems=list(loaded.problems),
@@ -137,7 +141,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                     to_embed.append(row)
             embed_started = time.perf_counter()
             if to_embed:
-                fresh = embedder.embed([texts[i] for i in to_embed], progress=progress)
+                fresh = engine.embed(embedder, [articles[i].id for i in to_embed],
+                                     [texts[i] for i in to_embed], progress=progress)
                 dim = fresh.shape[1]
             else:  # nothing to embed: the model is not even loaded
                 fresh = None
@@ -176,7 +181,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             table_started = time.perf_counter()
             rows, scores, report.neighbours_mode = _neighbour_table(
                 previous if reusable else None, articles, vectors, columns.published,
-                set(to_embed), neighbours)
+                set(to_embed), neighbours, engine)
             write_table(tmp, rows, scores, lexical_table(lexical, rows),
                         lexical_table(names, rows))
             crash_point("table-written")
@@ -267,13 +272,13 @@ INCREMENTAL_LIMIT = 0.2
 
 
 def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
-                     vectors: np.ndarray, published: np.ndarray, embedded: set[int], n: int
-                     ) -> tuple[np.ndarray, np.ndarray, str]:
+                     vectors: np.ndarray, published: np.ndarray, embedded: set[int], n: int,
+                     engine: BuildEngine) -> tuple[np.ndarray, np.ndarray, str]:
     """The candidate table of the new version: merged into the previous one when few rows
-    changed, else computed in full."""
+    changed (here: it is cheap), else computed in full by the engine."""
     old = previous.neighbour_table() if previous is not None else None  # (rows, scores, _)
     if old is None or old[0].shape[1] != n:
-        rows, scores, method = compute_table(vectors, published, n)
+        rows, scores, method = engine.table(vectors, published, n)
         return rows, scores, f"full ({method})"
     old_published = previous.columns.published if previous is not None else None
     assert previous is not None and old_published is not None
@@ -286,7 +291,7 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
     changed = np.array(sorted(embedded | set(np.flatnonzero(published & ~was_published)
                                              .tolist())), dtype=np.int64)
     if len(changed) > INCREMENTAL_LIMIT * max(len(articles), 1):
-        rows, scores, method = compute_table(vectors, published, n)
+        rows, scores, method = engine.table(vectors, published, n)
         return rows, scores, f"full ({method})"
     carried = renumber(old[0], old[1], mapping, len(articles))
     rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)

@@ -10,6 +10,10 @@
     ├── RemovalRefused       a build would remove more of the index than allowed (an empty
     │                        or truncated export): nothing was published
     ├── ModelMismatch        the index was built with another model or dimension
+    ├── EngineError          the build engine cannot run: an unknown --engine, Ray not
+    │                        installed, the cluster unreachable, a worker failed
+    ├── RuntimeUnavailable   the embedding runtime asked for (openvino) is not installed or
+    │                        cannot run this model
     ├── ArticleNotFound      an id that is not in the index
     ├── UnknownSlot          a slot name that no policy defines
     ├── InputError           an input file cannot be read at all (missing, unknown format)
@@ -51,6 +55,14 @@ class RemovalRefused(RecommenderError):
 
 
 class ModelMismatch(RecommenderError):
+    pass
+
+
+class EngineError(RecommenderError):
+    pass
+
+
+class RuntimeUnavailable(RecommenderError):
     pass
 
 

@@ -56,8 +56,8 @@ def test_bf16_vectors_agree_with_fp32(corpus: dict[str, object]) -> None:
     from recommender.text import embed_text_for
 
     texts = [embed_text_for(a) for a in corpus.values()]  # type: ignore[arg-type]
-    fp32 = SentenceTransformerEmbedder(precision="fp32").embed(texts)
-    bf16 = SentenceTransformerEmbedder(precision="bf16").embed(texts)
+    fp32 = SentenceTransformerEmbedder(precision="fp32", runtime="torch").embed(texts)
+    bf16 = SentenceTransformerEmbedder(precision="bf16", runtime="torch").embed(texts)
     assert float((fp32 * bf16).sum(axis=1).min()) >= 0.998
     auto = SentenceTransformerEmbedder(precision="auto")
     assert auto.precision == ("bf16" if cpu_supports_bf16() else "fp32")

@@ -13,6 +13,7 @@ import click
 from ..articles import FORMATS, Problem, read_articles
 from ..build import MAX_REMOVED_SHARE, BuildReport, build_index, rollback
 from ..embedding import ProgressCallback
+from ..engines import ENGINES, resolve_engine
 from ..neighbours import DEFAULT_N
 from ..recommender import Recommender
 from .main import (
@@ -122,11 +123,23 @@ def _common_build_options(func: Any) -> Any:
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
                      default="auto", show_default=True,
                      help="auto = bf16 where the CPU has native bf16, else fp32."),
+        click.option("--runtime", type=click.Choice(["auto", "torch", "openvino"]),
+                     envvar="RECOMMENDER_RUNTIME", default="auto", show_default=True,
+                     help="What runs the model: auto = openvino when installed (the "
+                          "openvino extra), else torch (or $RECOMMENDER_RUNTIME)."),
         click.option("--strict", is_flag=True,
                      help="Publish nothing if any record is invalid."),
         click.option("--neighbours", type=click.IntRange(min=1), default=DEFAULT_N,
                      show_default=True,
                      help="Candidates precomputed per article (slots read these)."),
+        click.option("--engine", type=click.Choice(ENGINES, case_sensitive=False),
+                     default=None,
+                     help="Where embedding and the candidate search run: here, or as Ray "
+                          "Data jobs on a Ray cluster (or $RECOMMENDER_ENGINE) "
+                          "[default: local]."),
+        click.option("--address", metavar="ADDR", default=None,
+                     help="The Ray cluster for --engine ray: auto, HOST:6379 or "
+                          "ray://HOST:10001 [default: $RAY_ADDRESS, else a local Ray]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
         json_option,
     ]):
@@ -135,8 +148,9 @@ def _common_build_options(func: Any) -> Any:
 
 
 def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-               precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
-               incremental: bool, delete: tuple[str, ...] = (),
+               precision: str, runtime: str, strict: bool, neighbours: int, quiet: bool,
+               as_json: bool, incremental: bool, engine: str | None, address: str | None,
+               delete: tuple[str, ...] = (),
                max_removed_share: float = MAX_REMOVED_SHARE) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
@@ -146,11 +160,13 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
         model = version.manifest.model
         version.close()
     loaded = read_articles(list(inputs), input_format)
-    embedder = load_embedder(model, precision=precision)
-    with progress_bar(show_progress(quiet or as_json)) as progress:
+    embedder = load_embedder(model, precision=precision, runtime=runtime)
+    with resolve_engine(engine, address) as runner, \
+            progress_bar(show_progress(quiet or as_json)) as progress:
         report = build_index(index, loaded, embedder=embedder, incremental=incremental,
                              delete=delete, strict=strict, progress=progress,
-                             neighbours=neighbours, max_removed_share=max_removed_share)
+                             neighbours=neighbours, max_removed_share=max_removed_share,
+                             engine=runner)
     print_report(report, as_json, quiet)
 
 
@@ -164,16 +180,18 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
               help="Remove whatever the input does not list, even all of it.")
 @reports_errors
 def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-          precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
-          max_removals: float, allow_removals: bool) -> None:
+          precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
+          address: str | None, quiet: bool, as_json: bool, max_removals: float,
+          allow_removals: bool) -> None:
     """Build the index from INPUT files (.jsonl, .csv, saved .html pages), folders (with
     --format) or glob patterns: it then holds exactly those articles. Vectors of unchanged
     articles in an existing index are reused. A build that would remove more than
     --max-removals of the index (an empty or cut export) is refused."""
     if not inputs:
         raise click.UsageError("give at least one INPUT file")
-    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet, as_json,
-               incremental=False, max_removed_share=1.0 if allow_removals else max_removals)
+    _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours,
+               quiet, as_json, incremental=False, engine=engine, address=address,
+               max_removed_share=1.0 if allow_removals else max_removals)
 
 
 @click.command()
@@ -182,14 +200,14 @@ def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: 
               help="Remove this article id (repeatable).")
 @reports_errors
 def update(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
-           precision: str, strict: bool, neighbours: int, quiet: bool, as_json: bool,
-           delete: tuple[str, ...]) -> None:
+           precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
+           address: str | None, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
-    _run_build(inputs, index, input_format, model, precision, strict, neighbours, quiet,
-               as_json, incremental=True, delete=delete)
+    _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours, quiet,
+               as_json, incremental=True, engine=engine, address=address, delete=delete)
 
 
 @click.command()

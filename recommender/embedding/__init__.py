@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -16,10 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ModelMismatch, RecommenderError
+from ..errors import ModelMismatch, RecommenderError, RuntimeUnavailable
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Batch sizes measured with scripts/bench_embed.py (README, Embedding speed)
+TORCH_BATCH = 16
+OPENVINO_BATCH = 16
 ProgressCallback = Callable[[int, int], None]
+logger = logging.getLogger("recommender")
 
 
 @runtime_checkable
@@ -103,22 +108,46 @@ def cpu_supports_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
+RUNTIMES = ("auto", "torch", "openvino")
+RUNTIME_ENV = "RECOMMENDER_RUNTIME"
+
+
+def resolve_runtime(runtime: str | None) -> str:
+    """The runtime asked for: `runtime` > $RECOMMENDER_RUNTIME > "auto"."""
+    chosen = runtime or os.environ.get(RUNTIME_ENV) or "auto"
+    if chosen not in RUNTIMES:
+        raise RecommenderError(f"unknown runtime {chosen!r} (auto, torch or openvino)")
+    return chosen
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily (opening an index never loads it).
 
     precision: "auto" uses bf16 where the CPU supports it natively (measured: ≥ 0.998 cosine
     to fp32 on the sample corpus), "fp32" forces full precision, "bf16" forces bf16.
+
+    runtime: "openvino" runs the model converted to OpenVINO (the `openvino` extra; converted
+    once from the local weights and cached, see `openvino_runtime`), "torch" runs it in torch,
+    "auto" (default, or $RECOMMENDER_RUNTIME) is openvino for a model in a local folder (the
+    bundled one included) when the package is installed, else torch, with one log line saying
+    why. Both give the same vectors (cosine ≥ 0.998 to fp32 torch, tested on the sample corpus
+    and checked at each conversion), so `name` does not depend on the runtime and an index
+    built with one is updated with the other.
     """
 
     def __init__(self, model: str | None = None, *, precision: str = "auto",
-                 batch_size: int = 16, device: str = "cpu") -> None:
+                 runtime: str | None = None, batch_size: int | None = None,
+                 device: str = "cpu", cache_dir: str | Path | None = None) -> None:
         if precision not in ("auto", "fp32", "bf16"):
             raise RecommenderError(f"unknown precision {precision!r} (auto, fp32 or bf16)")
         self._spec = model or DEFAULT_MODEL
         self._precision = precision
+        self._requested_runtime = resolve_runtime(runtime)
         self._batch_size = batch_size
         self._device = device
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._model: Any = None
+        self._openvino: Any = None
         self._dimension: int | None = None
 
     @property
@@ -131,32 +160,67 @@ class SentenceTransformerEmbedder:
             return "bf16" if self._device == "cpu" and cpu_supports_bf16() else "fp32"
         return self._precision
 
+    @property
+    def runtime(self) -> str:
+        """The runtime that embeds: "openvino" or "torch" (loads the model to know)."""
+        self._load()
+        return "openvino" if self._openvino is not None else "torch"
+
+    def _location(self) -> str:
+        if self._spec == DEFAULT_MODEL:
+            # The bundled weights are complete: make sure nothing asks the Hub.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            return str(default_model_path())
+        return self._spec
+
     def _load(self) -> Any:
         if self._model is None:
             import torch
             from sentence_transformers import SentenceTransformer
-
-            if self._spec == DEFAULT_MODEL:
-                location = str(default_model_path())
-                # The bundled weights are complete: make sure nothing asks the Hub.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            else:
-                location = self._spec
             from transformers.utils import logging as transformers_logging
 
+            location = self._location()
             transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             try:
                 model = SentenceTransformer(location, device=self._device)
             except Exception as exc:  # the library raises many kinds (OSError, HFValidationError..)
                 raise RecommenderError(f"cannot load model {self._spec!r}: {exc}") from exc
-            if self.precision == "bf16":
-                model = model.to(torch.bfloat16)
             model.eval()
+            self._openvino = self._load_openvino(model, Path(location))
+            if self._openvino is None and self.precision == "bf16":
+                model = model.to(torch.bfloat16)
             self._model = model
             get_dim: Any = getattr(model, "get_embedding_dimension", None) or \
                 model.get_sentence_embedding_dimension
             self._dimension = int(get_dim())
         return self._model
+
+    def _load_openvino(self, model: Any, location: Path) -> Any:
+        """The OpenVINO encoder, or None for torch (logging why when it was not asked for)."""
+        runtime = self._requested_runtime
+        if runtime == "torch":
+            return None
+        why: str
+        if self._device != "cpu":
+            why = f"the openvino runtime runs on the CPU, not {self._device!r}"
+        elif not location.is_dir():
+            why = f"the openvino runtime needs the model in a local folder, not {self._spec!r}"
+        else:
+            from .openvino_runtime import OpenVINOEncoder
+
+            try:
+                return OpenVINOEncoder(model, location, bf16=self.precision == "bf16",
+                                       batch_size=self._batch_size or OPENVINO_BATCH,
+                                       cache_root=self._cache_dir)
+            except RuntimeUnavailable as exc:
+                if runtime == "openvino":
+                    raise
+                why = str(exc)
+        if runtime == "openvino":
+            raise RuntimeUnavailable(why)
+        logger.warning("embedding with torch (%s): %s; --runtime torch (or %s=torch) says so "
+                       "without this line", self.precision, why, RUNTIME_ENV)
+        return None
 
     @property
     def dimension(self) -> int:
@@ -174,13 +238,18 @@ class SentenceTransformerEmbedder:
         # per chunk.
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        chunk = max(self._batch_size * 4, 1)
-        done = 0
         if progress is not None:
             progress(0, len(texts))  # the model is loaded: the clock starts now
+        if self._openvino is not None:
+            report = None if progress is None else (lambda done: progress(done, len(texts)))
+            out[order] = self._openvino.encode([texts[i] for i in order], report)
+            return normalise(out)
+        batch_size = self._batch_size or TORCH_BATCH
+        chunk = max(batch_size * 4, 1)
+        done = 0
         for start in range(0, len(texts), chunk):
             rows = order[start:start + chunk]
-            vectors = model.encode([texts[i] for i in rows], batch_size=self._batch_size,
+            vectors = model.encode([texts[i] for i in rows], batch_size=batch_size,
                                    convert_to_numpy=False, convert_to_tensor=True,
                                    normalize_embeddings=False, show_progress_bar=False)
             out[rows] = vectors.float().cpu().numpy()
@@ -190,10 +259,12 @@ class SentenceTransformerEmbedder:
         return normalise(out)
 
 
-def load_embedder(model: str | None = None, *, precision: str = "auto") -> Embedder:
+def load_embedder(model: str | None = None, *, precision: str = "auto",
+                  runtime: str | None = None) -> Embedder:
     """Resolve a model spec: a short name of MODELS ("minilm", the default; "multilingual")
     or the name an index records, "hashing[:DIM]" (test embedder), or any
-    sentence-transformers name or local path."""
+    sentence-transformers name or local path. `runtime`: see SentenceTransformerEmbedder
+    (models of their own runtime ignore it)."""
     spec = model or DEFAULT_MODEL
     entry = model_entry(spec)
     if entry is not None and entry.factory is not None:
@@ -205,7 +276,7 @@ def load_embedder(model: str | None = None, *, precision: str = "auto") -> Embed
     if spec == "hashing" or spec.startswith("hashing:"):
         dim = int(spec.split(":", 1)[1]) if ":" in spec else 64
         return HashingEmbedder(dim)
-    return SentenceTransformerEmbedder(spec, precision=precision)
+    return SentenceTransformerEmbedder(spec, precision=precision, runtime=runtime)
 
 
 def check_model(index_model: str, index_dimension: int, embedder: Embedder) -> None:
