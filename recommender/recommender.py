@@ -52,6 +52,7 @@ class Recommender:
         # The configuration as given; `config` is it over the model profile of the version
         # served (config.MODEL_PROFILES), set with each version.
         self._given_config = config
+        self._by_model: dict[str, Config] = {}  # it over each model's profile, made once
         self.config = config
         self._config_file, self._config_required = config_file, config_required
         self._config_stamp = _stamp(config_file)
@@ -119,7 +120,10 @@ class Recommender:
                    now=now, config_file=file, config_required=required)
 
     def _prepare(self, version: IndexVersion) -> _Live:
-        self.config = self._given_config.for_model(version.manifest.model)
+        model = version.manifest.model
+        if model not in self._by_model:  # parsed once, not on every version switch
+            self._by_model = {model: self._given_config.for_model(model)}
+        self.config = self._by_model[model]
         return _Live(version, Ranker(version, self.config.ranking))
 
     # ------------------------------------------------------------------ versions
@@ -182,7 +186,7 @@ class Recommender:
             except ConfigError as exc:
                 self._log_once("config", f"{exc}; keeping the configuration in use")
                 return
-            self._given_config = config
+            self._given_config, self._by_model = config, {}
             self._live = self._prepare(self._live.version)
         finally:
             self._config_lock.release()
