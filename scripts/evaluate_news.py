@@ -122,7 +122,7 @@ def main() -> None:
     print("\ntargets:")
     for what, value, test, target in TARGETS:
         v = value(dated)
-        print(f"  {'ok  ' if test(v) else 'MISS'} {what:<34} {v:8.3f}   (target {target})")
+        print(f"  {'ok  ' if test(v) else 'MISS'} {what:<34} {v:8.4f}   (target {target})")
     empty = today["empty_pages"]
     print(f"  {'ok  ' if empty == 0 else 'MISS'} {'archive: empty You may also like':<34} "
           f"{empty:8.0f}   (target 0)")
