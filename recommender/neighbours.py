@@ -21,9 +21,10 @@ import numpy as np
 from .lexical import pair_scores
 from .vector_index import (
     BLOCK,
+    ApproximateIndex,
     ExactIndex,
+    HNSWIndex,
     IVFIndex,
-    ProbedIndex,
     VectorIndex,
     default_exact_method,
     recall_at_k,
@@ -37,8 +38,9 @@ DEFAULT_N = 50
 # Exact search up to this many query x candidate pairs (a full table of ~140k articles;
 # measured ~1 min here), approximate beyond: exact grows with n², IVF about with n^1.5.
 EXACT_PAIRS = 2 * 10**10
-RECALL_TARGET = 0.99  # an approximate index's nprobe is raised until a sample reaches it
-TUNE_SAMPLE = 500     # queries the nprobe is tuned on
+APPROXIMATE = "hnsw"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and real vectors)
+RECALL_TARGET = 0.99  # an approximate index's effort is raised until a sample reaches it
+TUNE_SAMPLE = 500     # queries the effort is tuned on
 RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at each build
 
 ProgressCallback = Callable[[int, int], None]
@@ -57,11 +59,15 @@ def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
                      method: str = "auto") -> VectorIndex:
     """The index a table of `query_count` rows is computed with. method: "auto" (exact up to
     EXACT_PAIRS query x candidate pairs, else approximate), "exact" (exact, method timed),
-    one of EXACT_METHODS, or "ivf" (faiss' IndexIVFFlat)."""
+    one of EXACT_METHODS, "approximate" (APPROXIMATE), "hnsw" or "ivf"."""
     if method == "auto":
-        method = "exact" if query_count * len(vectors) <= EXACT_PAIRS else "ivf"
+        method = "exact" if query_count * len(vectors) <= EXACT_PAIRS else APPROXIMATE
+    if method == "approximate":
+        method = APPROXIMATE
     if method == "ivf":
         return IVFIndex(vectors, ids)
+    if method == "hnsw":
+        return HNSWIndex(vectors, ids)
     if method == "exact":  # too few blocks to time every way: the expected fastest
         method = default_exact_method() if query_count <= 2 * BLOCK else "auto"
     return ExactIndex(vectors, ids, method=method)
@@ -72,12 +78,12 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
                   progress: ProgressCallback | None = None, method: str = "auto"
                   ) -> tuple[np.ndarray, np.ndarray, str]:
     """Top-n candidate rows (int32, -1 padded) and cosines (float32) for each query row, and
-    the method that computed them ("exact (bf16)", "ivf-flat (nlist 4000, nprobe 16)", ...).
+    the method that computed them ("exact (bf16)", "hnsw-flat (M 32, efSearch 128)", ...).
 
     vectors: (rows, d) unit vectors; candidates: bool mask of rows that may be recommended
     (published); queries: the rows to compute (default: all). A row is never its own
-    candidate. method: see `vector_index_for`; an approximate index first raises its nprobe
-    until recall@n on a sample of the queries reaches RECALL_TARGET.
+    candidate. method: see `vector_index_for`; an approximate index first raises its search
+    effort until recall@n on a sample of the queries reaches RECALL_TARGET.
     """
     total = len(vectors)
     query_rows = np.arange(total) if queries is None else np.asarray(queries, dtype=np.int64)
@@ -89,7 +95,7 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
     cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     width = min(n, len(cand_rows))
     index = vector_index_for(cand_vectors, cand_rows, len(query_rows), method)
-    if isinstance(index, ProbedIndex):
+    if isinstance(index, ApproximateIndex):
         sample = np.random.default_rng(0).choice(
             len(query_rows), min(TUNE_SAMPLE, len(query_rows)), replace=False)
         index.tune(np.ascontiguousarray(vectors[query_rows[sample]], dtype=np.float32),

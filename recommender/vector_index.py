@@ -13,10 +13,9 @@ first blocks (which wins depends on the CPU and on how busy it is):
   (numpy's argpartition is ~25x slower on 100k-wide rows);
 - "faiss": faiss.knn, product and selection fused.
 
-Approximate: faiss' IndexIVFFlat (`IVFIndex`), its nprobe tuned on a sample to a recall
-target. Measured on clustered synthetic 384-d vectors, IVF beat HNSW on recall for the time,
-and a list-at-a-time search by matrix products (tried) did not beat faiss' per-query scans at
-1M (README, "The candidate table at scale").
+Approximate: faiss' IndexHNSWFlat (`HNSWIndex`) or IndexIVFFlat (`IVFIndex`), their search
+effort tuned on a sample until recall reaches a target (README, "The candidate table at
+scale", for which is the default and why).
 """
 
 from __future__ import annotations
@@ -171,41 +170,42 @@ class ExactIndex(VectorIndex):
 # --------------------------------------------------------------------------- approximate
 
 
-class ProbedIndex(VectorIndex):
-    """An index of k-means lists of which a query scans the `nprobe` nearest."""
+class ApproximateIndex(VectorIndex):
+    """An index with a search-effort knob (IVF: lists scanned, HNSW: candidate queue), which
+    `tune` raises until a recall target is met on a sample."""
 
-    nlist: int
-    _nprobe: int
+    _effort = 1
+    max_effort = 1
 
     @property
-    def nprobe(self) -> int:
-        return self._nprobe
+    def effort(self) -> int:
+        return self._effort
 
-    @nprobe.setter
-    def nprobe(self, value: int) -> None:
-        self._nprobe = max(1, min(int(value), self.nlist))
-
-    def describe(self) -> str:
-        return f"{self.kind} (nlist {self.nlist}, nprobe {self.nprobe})"
+    @effort.setter
+    def effort(self, value: int) -> None:
+        self._effort = max(1, min(int(value), self.max_effort))
 
     def tune(self, queries: np.ndarray, k: int, target: float,
-             exact: VectorIndex | None = None, max_nprobe: int = 512) -> float:
-        """Double nprobe until recall@k against exact search on `queries` reaches `target`
-        (or every list is scanned). Returns the recall reached."""
+             exact: VectorIndex | None = None) -> float:
+        """Double the effort until recall@k against exact search on `queries` reaches
+        `target` (or the effort is at its maximum). Returns the recall reached."""
         exact = exact or ExactIndex(self.vectors, self.ids, method="torch")
         want_scores, want = exact.search(queries, k)
         while True:
             got_scores, got = self.search(queries, k)
             reached = recall_at_k(got, want, got_scores, want_scores)
-            if reached >= target or self.nprobe >= min(max_nprobe, self.nlist):
+            if reached >= target or self.effort >= self.max_effort:
                 return reached
-            self.nprobe *= 2
+            self.effort *= 2
+
+    def _found(self, values: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = np.where(columns >= 0, values, -np.inf).astype(np.float32)
+        return values, self._ids_of(columns)
 
 
-class IVFIndex(ProbedIndex):
-    """FAISS IndexIVFFlat over inner product: k-means lists (4 sqrt(n) of them), a query
-    scans the `nprobe` nearest lists. `tune` raises nprobe until a recall target is met on a
-    sample."""
+class IVFIndex(ApproximateIndex):
+    """FAISS IndexIVFFlat over inner product: k-means lists (4 sqrt(n) of them); a query
+    scans the `effort` (nprobe) nearest lists."""
 
     kind = "ivf-flat"
 
@@ -216,7 +216,7 @@ class IVFIndex(ProbedIndex):
         super().__init__(vectors, ids)
         dense = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = dense.shape
-        self.nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        self.nlist = self.max_effort = max(1, min(int(4 * math.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(d)
         self._index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self._index.cp.seed = seed
@@ -227,14 +227,44 @@ class IVFIndex(ProbedIndex):
         self._index.train(train)
         self._index.add(dense)
         self._quantizer = quantizer  # kept alive: the IVF index does not own it
-        self.nprobe = nprobe
+        self.effort = nprobe
+
+    def describe(self) -> str:
+        return f"{self.kind} (nlist {self.nlist}, nprobe {self.effort})"
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        self._index.nprobe = self.nprobe
-        values, columns = self._index.search(queries, k)
-        values = np.where(columns >= 0, values, -np.inf).astype(np.float32)
-        return values, self._ids_of(columns)
+        self._index.nprobe = self.effort
+        return self._found(*self._index.search(queries, k))
+
+
+class HNSWIndex(ApproximateIndex):
+    """FAISS IndexHNSWFlat over inner product (M 32, efConstruction 64); a query keeps the
+    `effort` (efSearch, at least k) best candidates while it walks the graph."""
+
+    kind = "hnsw-flat"
+    max_effort = 2048
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray | None = None,
+                 ef_search: int = 64, m: int = 32, ef_construction: int = 64) -> None:
+        import faiss
+
+        super().__init__(vectors, ids)
+        dense = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.m = m
+        self._index = faiss.IndexHNSWFlat(dense.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = ef_construction
+        self._index.add(dense)
+        self.effort = ef_search
+
+    def describe(self) -> str:
+        return f"{self.kind} (M {self.m}, efSearch {self.effort})"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self._index.hnsw.efSearch = max(self.effort, k)
+        return self._found(*self._index.search(queries, k))
+
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray, found_scores: np.ndarray | None = None,
                 exact_scores: np.ndarray | None = None, tolerance: float = 1e-5) -> float:

@@ -16,6 +16,7 @@ from recommender.neighbours import compute_table, table_recall
 from recommender.vector_index import (
     EXACT_METHODS,
     ExactIndex,
+    HNSWIndex,
     IVFIndex,
     recall_at_k,
 )
@@ -65,8 +66,10 @@ def test_exact_search_pads_when_asked_for_more_than_it_holds() -> None:
     assert np.isneginf(scores[:, 5:]).all()
 
 
-def test_the_approximate_index_finds_the_exact_neighbours_with_true_cosines() -> None:
-    index = IVFIndex(VECTORS, np.arange(len(VECTORS)) + 5)
+@pytest.mark.parametrize("backend", [HNSWIndex, IVFIndex])
+def test_an_approximate_index_finds_the_exact_neighbours_with_true_cosines(
+        backend: type[HNSWIndex | IVFIndex]) -> None:
+    index = backend(VECTORS, np.arange(len(VECTORS)) + 5)
     reached = index.tune(QUERIES, 50, target=0.95)
     scores, found = index.search(QUERIES, 50)
     _, want = exact_top(VECTORS, QUERIES, 50)
@@ -77,10 +80,13 @@ def test_the_approximate_index_finds_the_exact_neighbours_with_true_cosines() ->
     assert (np.diff(scores, axis=1) <= 1e-6).all()
 
 
-def test_an_approximate_table_meets_its_recall_target_and_says_so() -> None:
+@pytest.mark.parametrize(("method", "kind"), [("hnsw", "hnsw-flat (M "),
+                                            ("ivf", "ivf-flat (nlist ")])
+def test_an_approximate_table_meets_its_recall_target_and_says_so(method: str, kind: str
+                                                                 ) -> None:
     candidates = np.random.default_rng(1).random(len(VECTORS)) > 0.1
-    rows, scores, used = compute_table(VECTORS, candidates, n=20, method="ivf")
-    assert used.startswith("ivf-flat (nlist ")
+    rows, scores, used = compute_table(VECTORS, candidates, n=20, method=method)
+    assert used.startswith(kind)
     assert not (rows == np.arange(len(VECTORS))[:, None]).any()  # never itself
     assert candidates[rows[rows >= 0]].all()
     exact_rows, exact_scores, _ = compute_table(VECTORS, candidates, n=20, method="numpy")
@@ -102,8 +108,9 @@ def test_the_manifest_and_info_record_the_method_and_recall(
     build_index(exact_index, records(300), embedder=HashingEmbedder(64))
     monkeypatch.setattr(neighbours, "EXACT_PAIRS", 0)  # as if 300 articles were millions
     report = build_index(approximate, records(300), embedder=HashingEmbedder(64))
-    assert report.neighbours_mode.startswith("full, ivf-flat")
-    for index, method in ((exact_index, "full, exact ("), (approximate, "full, ivf-flat (")):
+    assert report.neighbours_mode.startswith(f"full, {neighbours.APPROXIMATE}-flat (")
+    for index, method in ((exact_index, "full, exact ("),
+                          (approximate, f"full, {neighbours.APPROXIMATE}-flat (")):
         extra = Recommender.open(index).info()["extra"]
         assert extra["neighbours_method"].startswith(method)
         assert extra["neighbours_recall_sample"] == 300
