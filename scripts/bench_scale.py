@@ -175,7 +175,8 @@ def print_build(label: str, result: dict[str, Any]) -> None:
     for name, seconds in stages.items():
         if name != "embed":
             print(f"    {name:<30} {seconds:8.1f} s")
-    print(f"    table: {report['neighbours_mode']}, recall@50 {report['neighbours_recall']:.4f}")
+    print(f"    table: {report['neighbours_mode']}, recall@50 {report['neighbours_recall']:.4f}",
+          flush=True)
 
 
 def main() -> None:
@@ -198,36 +199,35 @@ def main() -> None:
     n = args.articles
     compare = args.compare_faiss if args.compare_faiss is not None else n <= 200_000
     clusters, topics = shapes(n)
+    print(f"{n:,} synthetic articles, 384-d, {topics:,} topics, {clusters:,} stories; "
+          f"{args.queries:,} page() lookups", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         index = args.keep or Path(tmp) / "index"
         full = run_child("build", str(index), str(n), "0")
+        print_build("full build", full)
         one_percent = run_child("build", str(index), str(n), str(n // 100))
-        three = run_child("build", str(index), str(n), "3")
+        print_build(f"update, {n // 100:,} changed (1%)", one_percent)
+        full_seconds = full["seconds"] - full["report"]["stages"].get("embed", 0.0)
+        update_seconds = (one_percent["seconds"]
+                          - one_percent["report"]["stages"].get("embed", 0.0))
+        print(f"1% update / full build               {update_seconds / full_seconds:8.1%}")
+        print_build("update, 3 changed", run_child("build", str(index), str(n), "3"))
         serve = run_child("serve", str(index), str(args.queries))
-        pairs = run_child("compare", str(index)) if compare else None
-
-    print(f"{n:,} synthetic articles, 384-d, {topics:,} topics, {clusters:,} stories; "
-          f"{args.queries:,} page() lookups")
-    print_build("full build", full)
-    print_build(f"update, {n // 100:,} changed (1%)", one_percent)
-    print_build("update, 3 changed", three)
-    full_seconds = full["seconds"] - full["report"]["stages"].get("embed", 0.0)
-    update_seconds = one_percent["seconds"] - one_percent["report"]["stages"].get("embed", 0.0)
-    print(f"1% update / full build               {update_seconds / full_seconds:8.1%}")
-    print(f"open                                 {serve['open_seconds'] * 1000:8.1f} ms")
-    print(f"page() p50 / p99                     {serve['p50_ms']:8.3f} / "
-          f"{serve['p99_ms']:.3f} ms")
-    print(f"serving process, open + 200 pages    {serve['rss_200_mb']:8.0f} MB   (peak "
-          f"resident; {serve['rss_mb']:.0f} MB after all {args.queries:,})")
-    if pairs is not None:
-        ours, theirs = min(pairs["exact_seconds"]), min(pairs["faiss_seconds"])
-        print(f"all-pairs top-50, {pairs['method']:<18} {ours:8.1f} s   (best of 2, "
-              f"interleaved)")
-        print(f"all-pairs top-50, faiss.knn          {theirs:8.1f} s   "
-              f"(faiss / ours = {theirs / ours:.2f})")
-        print(f"  identical lists {pairs['identical_lists']:.4f}, identical sets "
-              f"{pairs['identical_sets']:.4f}, max score difference "
-              f"{pairs['max_score_difference']:.1e}")
+        print(f"open                                 {serve['open_seconds'] * 1000:8.1f} ms")
+        print(f"page() p50 / p99                     {serve['p50_ms']:8.3f} / "
+              f"{serve['p99_ms']:.3f} ms")
+        print(f"serving process, open + 200 pages    {serve['rss_200_mb']:8.0f} MB   (peak "
+              f"resident; {serve['rss_mb']:.0f} MB after all {args.queries:,})", flush=True)
+        if compare:
+            pairs = run_child("compare", str(index))
+            ours, theirs = min(pairs["exact_seconds"]), min(pairs["faiss_seconds"])
+            print(f"all-pairs top-50, {pairs['method']:<18} {ours:8.1f} s   (best of 2, "
+                  f"interleaved)")
+            print(f"all-pairs top-50, faiss.knn          {theirs:8.1f} s   "
+                  f"(faiss / ours = {theirs / ours:.2f})")
+            print(f"  identical lists {pairs['identical_lists']:.4f}, identical sets "
+                  f"{pairs['identical_sets']:.4f}, max score difference "
+                  f"{pairs['max_score_difference']:.1e}")
 
 
 if __name__ == "__main__":
