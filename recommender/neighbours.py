@@ -2,12 +2,13 @@
 cosine, computed at build time in batched matrix products, so a page lookup is a read.
 
 The search goes through `vector_index`: exact (the fastest of bf16 + fp32 re-score, torch,
-numpy and faiss.knn, timed on the first blocks) up to EXACT_PAIRS, an IVF index beyond; the
+numpy and faiss.knn, timed on the first blocks) up to EXACT_PAIRS, an approximate FAISS
+index (HNSW or IVF) beyond; the
 build checks the table's recall against exact search on a sample of rows. An update
 recomputes the rows of changed articles and merges them into everyone else's lists, so the
 newest article enters older articles' lists without a full pass; the lists that lost an
 entry are recomputed, so the table always equals a full recomputation (with exact search;
-with an IVF index, the lists recomputed are as good as its recall).
+with an approximate index, the lists recomputed are as good as its recall).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
 DEFAULT_N = 50
-# Exact search up to this many query x candidate pairs (a full table of ~140k articles;
-# measured ~1 min here), approximate beyond: exact grows with n², IVF about with n^1.5.
+# Exact search up to this many query x candidate pairs (a full table of ~140k articles),
+# approximate beyond: exact grows with n², an approximate index with about n log n.
 EXACT_PAIRS = 2 * 10**10
 APPROXIMATE = "hnsw"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and real vectors)
 RECALL_TARGET = 0.99  # an approximate index's effort is raised until a sample reaches it
