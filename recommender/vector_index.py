@@ -158,6 +158,7 @@ class ExactIndex(VectorIndex):
             return out_scores, out_ids
         for start in range(0, len(queries), BLOCK):
             method = self._choose()
+            self._candidates_for(method)  # a one-off conversion, not part of the timing
             started = time.perf_counter()
             values, columns = self._block(method, queries[start:start + BLOCK], width)
             self._timings.setdefault(method, time.perf_counter() - started)
