@@ -8,7 +8,7 @@ what changed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,10 @@ from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, Re
 from .lexical import fit_lexical, fit_names, write_lexical
 from .neighbours import (
     DEFAULT_N,
+    RECALL_SAMPLE,
     lexical_table,
     renumber,
+    table_recall,
     update_table,
     write_table,
 )
@@ -68,7 +70,9 @@ class BuildReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     neighbours_seconds: float = 0.0
-    neighbours_mode: str = ""      # "full (numpy|faiss)" or "incremental"
+    neighbours_mode: str = ""      # "full, exact (bf16)", "full, ivf-flat (...)", "incremental"
+    neighbours_recall: float = 1.0  # recall@n of the table vs exact search, on a sample
+    stages: dict[str, float] = field(default_factory=dict)  # seconds by stage, in order
     problems: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,7 +82,8 @@ class BuildReport:
             "unchanged": self.unchanged, "removed": self.removed, "withdrawn": self.withdrawn,
             "invalid": self.invalid, "embedded": self.embedded, "seconds": self.seconds,
             "embed_seconds": self.embed_seconds, "neighbours_seconds": self.neighbours_seconds,
-            "neighbours_mode": self.neighbours_mode,
+            "neighbours_mode": self.neighbours_mode, "neighbours_recall": self.neighbours_recall,
+            "stages": dict(self.stages),
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -108,6 +113,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
     loaded = sources if isinstance(sources, LoadReport) else read_articles(sources)
     report = BuildReport(index=str(directory.root), problems=list(loaded.problems),
                          invalid=len(loaded.errors))
+    lap = _stopwatch(report.stages)
+    lap("read")
     if strict and loaded.errors:
         raise InvalidInput(f"{len(loaded.errors)} invalid record(s); nothing was published "
                            f"(first: {loaded.errors[0]})")
@@ -126,6 +133,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             previous_articles = previous.all_articles() if previous is not None else []
             articles = _plan(loaded, previous_articles, previous is not None, incremental,
                              set(delete), report, max_removed_share)
+            lap("previous version and plan")
             old_vectors = previous.vectors if previous is not None else None
             texts = [embed_text_for(a) for a in articles]
             hashes = [content_hash(t) for t in texts]
@@ -139,6 +147,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                     keep.append((row, old[0]))
                 else:
                     to_embed.append(row)
+            lap("content hashes")
             embed_started = time.perf_counter()
             if to_embed:
                 fresh = engine.embed(embedder, [articles[i].id for i in to_embed],
@@ -149,6 +158,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 dim = previous.manifest.dimension if reusable and previous else \
                     embedder.dimension
             report.embed_seconds = round(time.perf_counter() - embed_started, 3)
+            lap("embed")
             if keep and previous is not None and dim != previous.manifest.dimension:
                 raise ModelMismatch(f"index has dimension {previous.manifest.dimension}, model "
                                     f"{embedder.name!r} gives {dim}")
@@ -169,37 +179,64 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             report.unchanged = len(articles) - report.added - report.changed
 
             name, tmp = directory.new_version_dir()
+            lap("vectors and counts")
             write_articles(tmp / "articles.sqlite", articles, hashes)
             crash_point("articles-written")
+            lap("articles.sqlite")
             write_vectors(tmp, vectors)
             crash_point("vectors-written")
             columns = build_columns(articles)
             write_columns(tmp, columns)
+            lap("vectors and columns")
             lexical, names = fit_lexical(articles), fit_names(articles)
             write_lexical(tmp, lexical, names)
             crash_point("columns-written")
+            lap("TF-IDF fits")
             table_started = time.perf_counter()
             rows, scores, report.neighbours_mode = _neighbour_table(
                 previous if reusable else None, articles, vectors, columns.published,
                 set(to_embed), neighbours, engine)
+            lap("candidate table")
             write_table(tmp, rows, scores, lexical_table(lexical, rows),
                         lexical_table(names, rows))
             crash_point("table-written")
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
+            lap("table TF-IDF scores")
+            recall, sample = table_recall(vectors, columns.published, rows,
+                                          sample=RECALL_SAMPLE if report.neighbours_mode
+                                          != "incremental" else RECALL_SAMPLE // 10)
+            report.neighbours_recall = round(recall, 4)
+            lap("recall check")
             report.total = len(articles)
             report.published = sum(1 for a in articles if a.is_published)
             write_manifest(tmp, Manifest(
                 model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
                 version=name, published_count=report.published,
-                extra={"neighbours": int(rows.shape[1])}))
+                extra={"neighbours": int(rows.shape[1]),
+                       "neighbours_method": report.neighbours_mode,
+                       "neighbours_recall": report.neighbours_recall,
+                       "neighbours_recall_sample": sample}))
             crash_point("manifest-written")
             directory.publish(name, tmp)
             report.version = name
+            lap("publish")
         finally:
             if previous is not None:
                 previous.close()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _stopwatch(stages: dict[str, float]) -> Callable[[str], None]:
+    """lap(name): add the seconds since the previous lap to stages[name]."""
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(stages.get(name, 0.0) + now - last[0], 3)
+        last[0] = now
+
+    return lap
 
 
 def _open_previous(directory: IndexDirectory, report: BuildReport, incremental: bool
@@ -279,7 +316,7 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
     old = previous.neighbour_table() if previous is not None else None  # (rows, scores, _)
     if old is None or old[0].shape[1] != n:
         rows, scores, method = engine.table(vectors, published, n)
-        return rows, scores, f"full ({method})"
+        return rows, scores, f"full, {method}"
     old_published = previous.columns.published if previous is not None else None
     assert previous is not None and old_published is not None
     new_row = {a.id: i for i, a in enumerate(articles)}
@@ -292,7 +329,7 @@ def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
                                              .tolist())), dtype=np.int64)
     if len(changed) > INCREMENTAL_LIMIT * max(len(articles), 1):
         rows, scores, method = engine.table(vectors, published, n)
-        return rows, scores, f"full ({method})"
+        return rows, scores, f"full, {method}"
     carried = renumber(old[0], old[1], mapping, len(articles))
     rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)
     return rows, scores, "incremental"

@@ -20,7 +20,8 @@ import numpy as np
 
 from .embedding import Embedder, ProgressCallback
 from .errors import EngineError, RecommenderError
-from .neighbours import BLOCK, compute_table
+from .neighbours import compute_table
+from .vector_index import BLOCK
 
 ENGINES = ("local", "ray")
 ENGINE_ENV = "RECOMMENDER_ENGINE"

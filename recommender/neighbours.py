@@ -1,17 +1,18 @@
 """Precomputed relevance candidates: for every article, its N nearest published articles by
 cosine, computed at build time in batched matrix products, so a page lookup is a read.
 
-Exact search in blocks of 1,024 queries, by numpy's BLAS plus torch.topk (numpy's
-argpartition is ~25x slower on 100k-wide rows) or by faiss.knn, whichever the first blocks
-measure faster on this machine. An update recomputes the rows of changed articles and merges
-them into everyone else's lists, so the newest article enters older articles' lists without a
-full pass; the lists that lost an entry are recomputed, so the table always equals a full
-recomputation.
+The search goes through `vector_index`: exact (the fastest of bf16 + fp32 re-score, torch,
+numpy and faiss.knn, timed on the first blocks) up to EXACT_PAIRS, an approximate FAISS
+index (HNSW or IVF) beyond; the
+build checks the table's recall against exact search on a sample of rows. An update
+recomputes the rows of changed articles and merges them into everyone else's lists, so the
+newest article enters older articles' lists without a full pass; the lists that lost an
+entry are recomputed, so the table always equals a full recomputation (with exact search;
+with an approximate index, the lists recomputed are as good as its recall).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,29 @@ from typing import Any
 import numpy as np
 
 from .lexical import pair_scores
+from .vector_index import (
+    BLOCK,
+    ApproximateIndex,
+    ExactIndex,
+    HNSWIndex,
+    IVFIndex,
+    VectorIndex,
+    default_exact_method,
+    recall_at_k,
+)
 
 ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
 DEFAULT_N = 50
-BLOCK = 1024  # query rows per product: 1024 x 100k float32 = 400 MB of scores
+# Exact search up to this many query x candidate pairs (a full table of ~140k articles),
+# approximate beyond: exact grows with n², an approximate index with about n log n.
+EXACT_PAIRS = 2 * 10**10
+APPROXIMATE = "hnsw"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and real vectors)
+RECALL_TARGET = 0.99  # an approximate index's effort is raised until a sample reaches it
+TUNE_SAMPLE = 500     # queries the effort is tuned on
+RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at each build
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -39,29 +56,22 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return values.numpy(), indices.numpy()
 
 
-def _block_numpy(queries: np.ndarray, cand_vectors: np.ndarray, own: np.ndarray, width: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """numpy's BLAS for the product, torch.topk for the selection."""
-    scores = queries @ cand_vectors.T
-    mine = own >= 0  # a row is never its own candidate
-    scores[np.flatnonzero(mine), own[mine]] = -np.inf
-    return _topk(scores, width)
-
-
-def _block_faiss(queries: np.ndarray, cand_vectors: np.ndarray, own: np.ndarray, width: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """faiss.knn: product and selection fused, one extra neighbour to drop the row itself."""
-    import faiss
-
-    k = min(width + 1, len(cand_vectors))
-    values, columns = faiss.knn(queries, cand_vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    values = np.where(columns == own[:, None], -np.inf, values).astype(np.float32)
-    order = np.argsort(-values, axis=1, kind="stable")[:, :width]
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
-
-
-BlockSearch = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-BLOCK_SEARCHES: dict[str, BlockSearch] = {"numpy": _block_numpy, "faiss": _block_faiss}
+def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
+                     method: str = "auto") -> VectorIndex:
+    """The index a table of `query_count` rows is computed with. method: "auto" (exact up to
+    EXACT_PAIRS query x candidate pairs, else approximate), "exact" (exact, method timed),
+    one of EXACT_METHODS, "approximate" (APPROXIMATE), "hnsw" or "ivf"."""
+    if method == "auto":
+        method = "exact" if query_count * len(vectors) <= EXACT_PAIRS else APPROXIMATE
+    if method == "approximate":
+        method = APPROXIMATE
+    if method == "ivf":
+        return IVFIndex(vectors, ids)
+    if method == "hnsw":
+        return HNSWIndex(vectors, ids)
+    if method == "exact":  # too few blocks to time every way: the expected fastest
+        method = default_exact_method() if query_count <= 2 * BLOCK else "auto"
+    return ExactIndex(vectors, ids, method=method)
 
 
 def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_N,
@@ -69,16 +79,12 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
                   progress: ProgressCallback | None = None, method: str = "auto"
                   ) -> tuple[np.ndarray, np.ndarray, str]:
     """Top-n candidate rows (int32, -1 padded) and cosines (float32) for each query row, and
-    the method that computed them.
+    the method that computed them ("exact (bf16)", "hnsw-flat (M 32, efSearch 128)", ...).
 
     vectors: (rows, d) unit vectors; candidates: bool mask of rows that may be recommended
     (published); queries: the rows to compute (default: all). A row is never its own
-    candidate.
-
-    method "auto" times the first block with each of numpy and faiss and runs the rest with the
-    faster: which BLAS wins depends on the machine (faiss-cpu bundles an OpenBLAS whose kernels
-    are old on recent CPUs, and OPENBLAS_CORETYPE settings slow numpy's), so it is measured,
-    not assumed.
+    candidate. method: see `vector_index_for`; an approximate index first raises its search
+    effort until recall@n on a sample of the queries reaches RECALL_TARGET.
     """
     total = len(vectors)
     query_rows = np.arange(total) if queries is None else np.asarray(queries, dtype=np.int64)
@@ -88,32 +94,49 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
     if len(cand_rows) == 0 or len(query_rows) == 0:
         return out_rows, out_scores, "none"
     cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
-    column_of = np.full(total, -1, dtype=np.int64)
-    column_of[cand_rows] = np.arange(len(cand_rows))
     width = min(n, len(cand_rows))
-    chosen = method if method != "auto" else None
-    timings: dict[str, float] = {}
-    for start in range(0, len(query_rows), BLOCK):
-        block = query_rows[start:start + BLOCK]
-        if chosen is None:  # calibrate: one block each way, then the faster
-            if len(query_rows) <= 2 * BLOCK:
-                chosen = "numpy"
-            else:
-                name = "numpy" if "numpy" not in timings else "faiss"
-                if "faiss" in timings:
-                    chosen = min(timings, key=lambda m: timings[m])
-        name = chosen or name
-        started = time.perf_counter()
-        values, columns = BLOCK_SEARCHES[name](
-            np.ascontiguousarray(vectors[block], dtype=np.float32), cand_vectors,
-            column_of[block], width)
-        timings.setdefault(name, time.perf_counter() - started)
-        found = np.isfinite(values)
-        out_rows[start:start + len(block), :width] = np.where(found, cand_rows[columns], -1)
-        out_scores[start:start + len(block), :width] = np.where(found, values, 0.0)
+    index = vector_index_for(cand_vectors, cand_rows, len(query_rows), method)
+    if isinstance(index, ApproximateIndex):
+        sample = np.random.default_rng(0).choice(
+            len(query_rows), min(TUNE_SAMPLE, len(query_rows)), replace=False)
+        index.tune(np.ascontiguousarray(vectors[query_rows[sample]], dtype=np.float32),
+                   width + 1, RECALL_TARGET)
+    step = BLOCK * 8
+    for start in range(0, len(query_rows), step):
+        block = query_rows[start:start + step]
+        # One more than asked for: the row itself is dropped when it is a candidate.
+        values, found = index.search(np.ascontiguousarray(vectors[block], dtype=np.float32),
+                                     width + 1)
+        values = np.where(found == block[:, None], -np.inf, values)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :width]
+        values = np.take_along_axis(values, order, axis=1)
+        found = np.take_along_axis(found, order, axis=1)
+        present = np.isfinite(values) & (found >= 0)
+        out_rows[start:start + len(block), :width] = np.where(present, found, -1)
+        out_scores[start:start + len(block), :width] = np.where(present, values, 0.0)
         if progress is not None:
-            progress(min(start + BLOCK, len(query_rows)), len(query_rows))
-    return out_rows, out_scores, chosen or "numpy"
+            progress(min(start + step, len(query_rows)), len(query_rows))
+    return out_rows, out_scores, index.describe()
+
+
+def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
+                 sample: int = RECALL_SAMPLE, seed: int = 0) -> tuple[float, int]:
+    """recall@n of a table's lists against exact fp32 search, on a random sample of rows:
+    (recall, sample size)."""
+    if len(rows) == 0 or rows.shape[1] == 0:
+        return 1.0, 0
+    picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
+                                                        replace=False))
+    exact, exact_scores, _ = compute_table(vectors, candidates, rows.shape[1], queries=picked,
+                                           method="torch")
+    found = np.asarray(rows[picked])
+    # the true cosines of what the table holds, not the scores it stored
+    true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
+                     np.asarray(vectors[np.clip(found, 0, None)], dtype=np.float32))
+    valid = found >= 0
+    valid[valid] &= np.asarray(candidates, dtype=bool)[found[valid]]
+    found = np.where(valid, found, -1)
+    return recall_at_k(found, exact, np.where(valid, true, -np.inf), exact_scores), len(picked)
 
 
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,

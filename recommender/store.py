@@ -6,8 +6,8 @@
         versions/<version>/      one complete, immutable index:
             manifest.json        format, model, dimension, metric, counts, build time
             articles.sqlite      article metadata and content hashes (row `pos` = vector row)
-            vectors.npy          float32 (n, d), unit rows, memory-mapped by readers
-            index.faiss          FAISS inner-product index over the same rows
+            vectors.npy          float32 (n, d), unit rows, memory-mapped by readers and
+                                 searched in place (`vector_index.ExactIndex`): stored once
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
             lexical.npz          TF-IDF rows (scipy sparse) for the lexical score
             names.npz            TF-IDF rows over the names each article mentions
@@ -45,6 +45,7 @@ from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
 from .neighbours import Table, read_table
 from .text import normalised_title
+from .vector_index import ExactIndex
 
 FORMAT_VERSION = 4  # 2: columns, lexical scores; 3: precomputed candidate table; 4: names
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
@@ -92,7 +93,7 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
 
 _SCHEMA = """
 CREATE TABLE articles (
-    pos INTEGER PRIMARY KEY,      -- row in vectors.npy and id in index.faiss
+    pos INTEGER PRIMARY KEY,      -- row in vectors.npy
     id TEXT NOT NULL UNIQUE,
     title TEXT NOT NULL,
     body TEXT NOT NULL,
@@ -340,16 +341,7 @@ def write_articles(path: Path, articles: Sequence[Article], hashes: Sequence[str
 
 
 def write_vectors(directory: Path, vectors: np.ndarray) -> None:
-    import faiss
-
     np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    # Serialised here and written by Python, so a full disk is an OSError with its errno,
-    # not a faiss RuntimeError.
-    with open(directory / "index.faiss", "wb") as handle:
-        handle.write(faiss.serialize_index(index).tobytes())
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
@@ -453,8 +445,8 @@ def read_columns(directory: Path) -> Columns:
 
 
 class IndexVersion:
-    """One published version, opened read-only. Cheap: vectors are memory-mapped, the FAISS
-    index is loaded on first live search, and SQLite is opened immutable (no locking)."""
+    """One published version, opened read-only. Cheap: vectors are memory-mapped (and searched
+    in place when a live search is needed), and SQLite is opened immutable (no locking)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -488,12 +480,12 @@ class IndexVersion:
             raise IndexCorrupt(f"the columns of {path} do not match its manifest")
         # Held open so that a lazy load still works after a newer build pruned this version.
         try:
-            self._faiss_file = open(path / "index.faiss", "rb")  # noqa: SIM115
             self._sparse_files = {name: open(path / f"{name}.npz", "rb")  # noqa: SIM115
                                   for name in ("lexical", "names")}
         except OSError as exc:
             raise IndexCorrupt(f"cannot read {exc.filename}: {exc.strerror}") from exc
-        self._faiss: Any = None
+        # Live search runs over the memory-mapped vectors themselves: no second copy.
+        self._search_index = ExactIndex(self.vectors, method="faiss")
         self._sparse: dict[str, Any] = {}
         try:  # memory-mapped now: the mapping outlives the pruning of this version
             table = read_table(path)
@@ -511,7 +503,6 @@ class IndexVersion:
 
     def close(self) -> None:
         self._conn.close()
-        self._faiss_file.close()
         for handle in self._sparse_files.values():
             handle.close()
 
@@ -588,25 +579,6 @@ class IndexVersion:
         return [article_from_row(r) for r in
                 self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles ORDER BY pos")]
 
-    def faiss_index(self) -> Any:
-        with self._load_lock:
-            if self._faiss is None:
-                import faiss
-
-                path = self.path / "index.faiss"
-                self._faiss_file.seek(0)
-                try:
-                    reader = faiss.PyCallbackIOReader(  # type: ignore[attr-defined]
-                        self._faiss_file.read, 1 << 24)
-                    index = faiss.read_index(reader)
-                except RuntimeError as exc:
-                    raise IndexCorrupt(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
-                if index.ntotal != self.manifest.count or index.d != self.manifest.dimension:
-                    raise IndexCorrupt(f"{path} holds {index.ntotal}x{index.d} vectors, manifest "
-                                       f"says {self.manifest.count}x{self.manifest.dimension}")
-                self._faiss = index
-            return self._faiss
-
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product top-k for one or more unit query vectors: (scores, rows)."""
         query = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
@@ -614,8 +586,7 @@ class IndexVersion:
         if k <= 0:
             return (np.zeros((len(query), 0), dtype=np.float32),
                     np.zeros((len(query), 0), dtype=np.int64))
-        scores, rows = self.faiss_index().search(query, k)
-        return scores, rows
+        return self._search_index.search(query, k)
 
 
 def read_manifest(path: Path) -> Manifest:

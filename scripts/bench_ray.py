@@ -29,8 +29,9 @@ from threadpoolctl import threadpool_limits
 
 from recommender import RayEngine, load_articles, load_embedder, sample_corpus_path
 from recommender.embedding import cpu_supports_bf16
-from recommender.neighbours import BLOCK, compute_table
+from recommender.neighbours import compute_table
 from recommender.text import embed_text_for
+from recommender.vector_index import BLOCK
 
 
 def timed(func: object, *args: object) -> tuple[float, object]:

@@ -22,7 +22,7 @@ from recommender import (
 HIDDEN = {"t04", "t05", "t12"}  # draft, deleted, embargoed
 
 
-def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Path) -> None:
+def test_index_directory_holds_manifest_vectors_once_and_sqlite(tiny_index: Path) -> None:
     live = tiny_index / "versions" / (tiny_index / "CURRENT").read_text().strip()
     manifest = json.loads((live / "manifest.json").read_text())
     assert manifest["model"] == "hashing:64" and manifest["dimension"] == 64
@@ -30,7 +30,10 @@ def test_index_directory_holds_manifest_faiss_vectors_and_sqlite(tiny_index: Pat
     assert manifest["format_version"] == 4 and manifest["index_type"] == "flat"
     assert manifest["built_at"].endswith("Z")
     assert np.load(live / "vectors.npy").shape == (12, 64)
-    assert (live / "index.faiss").stat().st_size > 0
+    assert not (live / "index.faiss").exists()  # the vectors are stored once
+    assert manifest["extra"]["neighbours_method"].startswith("full, exact (")
+    assert manifest["extra"]["neighbours_recall"] == 1.0
+    assert manifest["extra"]["neighbours_recall_sample"] == 12
     with sqlite3.connect(live / "articles.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM articles").fetchone() == (12,)
     assert not list(tiny_index.rglob("*.pkl")) and not list(tiny_index.rglob("*.pickle"))

@@ -11,6 +11,7 @@ import pytest
 from recommender import HashingEmbedder, Recommender, build_index
 from recommender.neighbours import compute_table, update_table
 from recommender.store import IndexDirectory, IndexVersion
+from recommender.vector_index import EXACT_METHODS
 
 from .conftest import NOW
 
@@ -35,12 +36,13 @@ def random_unit(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("method", ["numpy", "faiss", "auto"])
+@pytest.mark.parametrize("method", [*EXACT_METHODS, "exact", "auto"])
 def test_table_is_exact_top_n_among_candidates(method: str) -> None:
     vectors = random_unit(3000, 16, 0)
     candidates = np.random.default_rng(1).random(3000) > 0.2
     rows, scores, used = compute_table(vectors, candidates, n=10, method=method)
-    assert used in ("numpy", "faiss") and (method == "auto" or used == method)
+    assert used in {f"exact ({m})" for m in EXACT_METHODS}
+    assert method not in EXACT_METHODS or used == f"exact ({method})"
     got, want = as_dicts(rows, scores), exact(vectors, candidates, 10)
     for g, w in zip(got, want, strict=True):
         assert set(g) == set(w)

@@ -114,7 +114,7 @@ def test_a_ray_build_of_the_sample_corpus_equals_a_local_build(
         built: tuple[Path, Path, dict[str, Any]]) -> None:
     local, distributed, report = built
     assert report["embedded"] == report["total"] == 156
-    assert report["neighbours_mode"].startswith("full (ray")  # the search ran on Ray too
+    assert report["neighbours_mode"].startswith("full, ray: ")  # the search ran on Ray too
     assert_same_index(local, distributed)
 
 

@@ -1,0 +1,286 @@
+"""Nearest-neighbour search over a version's unit vectors, behind one seam (`VectorIndex`):
+exact search in blocks of matrix products, or an approximate FAISS IVF index where exact
+search is too slow. The candidate table and a version's live search both go through it.
+
+Exact search runs in blocks of 1,024 queries by the fastest of four ways, measured on the
+first blocks (which wins depends on the CPU and on how busy it is):
+
+- "bf16": torch bf16 matrix product (AMX / AVX512_BF16), top (k + RESCORE_MARGIN) of each
+  row, then those candidates re-scored in fp32 and the best k kept: fp32 scores, and the
+  same lists as fp32 whenever the true top k is inside the bf16 top k + margin (the build
+  measures recall against fp32 on a sample; `tests/test_vector_index.py` checks lists);
+- "torch" / "numpy": fp32 product by torch or numpy's BLAS, torch.topk for the selection
+  (numpy's argpartition is ~25x slower on 100k-wide rows);
+- "faiss": faiss.knn, product and selection fused.
+
+Approximate: faiss' IndexHNSWFlat (`HNSWIndex`) or IndexIVFFlat (`IVFIndex`), their search
+effort tuned on a sample until recall reaches a target (README, "The candidate table at
+scale", for which is the default and why).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .embedding import cpu_supports_bf16
+
+BLOCK = 1024  # query rows per product: 1024 x 100k float32 = 400 MB of scores
+RESCORE_MARGIN = 32  # extra bf16 candidates re-scored in fp32, beyond the k asked for
+EXACT_METHODS = ("bf16", "torch", "numpy", "faiss")
+
+
+class VectorIndex(ABC):
+    """Inner-product top-k over a fixed set of unit vectors, each with an id (its row in the
+    version), built from the vectors by the constructor. `search` returns (scores float32,
+    ids int64), best first, -1/-inf padded where fewer than k vectors exist.
+
+    Nothing is saved beside the version's vectors.npy: exact search runs on the memory-mapped
+    vectors, and an approximate index is built from them by the search that needs it (the
+    candidate table of a build or of a large update), so the vectors are stored once."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        self.vectors = vectors
+        self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The method, as recorded in the manifest: "exact (bf16)", "ivf-flat (...)"."""
+
+    def _ids_of(self, columns: np.ndarray) -> np.ndarray:
+        if self.ids is None:
+            return columns.astype(np.int64)
+        return np.where(columns >= 0, self.ids[np.clip(columns, 0, None)], -1)
+
+
+# --------------------------------------------------------------------------- exact
+
+
+def _topk(scores: Any, k: int) -> tuple[Any, Any]:
+    import torch
+
+    values, columns = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=True)
+    return values, columns
+
+
+def default_exact_method() -> str:
+    """The exact method for a few blocks, too few to time each way: bf16 where the CPU has it
+    natively (measured fastest on such CPUs), else numpy."""
+    return "bf16" if cpu_supports_bf16() else "numpy"
+
+
+class ExactIndex(VectorIndex):
+    """Exact top-k: every query against every vector, in blocks. method "auto" times the
+    first blocks each way (over successive searches) and runs the rest with the fastest."""
+
+    kind = "exact"
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray | None = None,
+                 method: str = "auto") -> None:
+        super().__init__(vectors, ids)
+        if method != "auto" and method not in EXACT_METHODS:
+            raise ValueError(f"unknown exact search method {method!r}")
+        self.method = method
+        self.used = method if method != "auto" else ""
+        self._cache: dict[str, Any] = {}
+        self._timings: dict[str, float] = {}  # first block's seconds, by method
+
+    def describe(self) -> str:
+        return f"exact ({self.used or 'none'})"
+
+    def _candidates_for(self, method: str) -> Any:
+        """The indexed vectors in the form a method wants, converted once."""
+        if method not in self._cache:
+            import torch
+
+            dense = np.ascontiguousarray(self.vectors, dtype=np.float32)
+            if method == "bf16":
+                self._cache[method] = (torch.from_numpy(dense).to(torch.bfloat16),
+                                       torch.from_numpy(dense))
+            elif method == "torch":
+                self._cache[method] = torch.from_numpy(dense)
+            else:
+                self._cache[method] = dense
+        return self._cache[method]
+
+    def _block(self, method: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if method == "faiss":
+            import faiss
+
+            values, columns = faiss.knn(queries, self._candidates_for("faiss"), k,
+                                        metric=faiss.METRIC_INNER_PRODUCT)
+            return values.astype(np.float32), columns.astype(np.int64)
+        if method == "numpy":
+            values, columns = _topk(torch.from_numpy(queries @ self._candidates_for("numpy").T),
+                                    k)
+            return values.numpy(), columns.numpy().astype(np.int64)
+        query = torch.from_numpy(queries)
+        if method == "torch":
+            values, columns = _topk(query @ self._candidates_for("torch").T, k)
+            return values.numpy(), columns.numpy().astype(np.int64)
+        low, full = self._candidates_for("bf16")
+        _, wide = _topk(query.to(torch.bfloat16) @ low.T, k + RESCORE_MARGIN)
+        rescored = torch.einsum("qd,qcd->qc", query, full[wide])
+        best, order = torch.sort(rescored, dim=1, descending=True, stable=True)
+        best_columns = torch.gather(wide, 1, order)
+        return best[:, :k].numpy(), best_columns[:, :k].numpy().astype(np.int64)
+
+    def _choose(self) -> str:
+        """The method for the next block: the given one, else each in turn on one block (bf16
+        only where the CPU has it natively), then the fastest."""
+        if self.method != "auto":
+            return self.method
+        for name in EXACT_METHODS:
+            if name not in self._timings:
+                if name == "bf16" and not cpu_supports_bf16():
+                    self._timings[name] = math.inf
+                    continue
+                return name
+        return min(self._timings, key=lambda m: self._timings[m])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        width = min(k, len(self.vectors))
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if width <= 0 or len(queries) == 0:
+            return out_scores, out_ids
+        for start in range(0, len(queries), BLOCK):
+            method = self._choose()
+            self._candidates_for(method)  # a one-off conversion, not part of the timing
+            started = time.perf_counter()
+            values, columns = self._block(method, queries[start:start + BLOCK], width)
+            self._timings.setdefault(method, time.perf_counter() - started)
+            out_scores[start:start + BLOCK, :width] = values
+            out_ids[start:start + BLOCK, :width] = self._ids_of(columns)
+            self.used = method
+        return out_scores, out_ids
+
+
+# --------------------------------------------------------------------------- approximate
+
+
+class ApproximateIndex(VectorIndex):
+    """An index with a search-effort knob (IVF: lists scanned, HNSW: candidate queue), which
+    `tune` raises until a recall target is met on a sample."""
+
+    _effort = 1
+    max_effort = 1
+
+    @property
+    def effort(self) -> int:
+        return self._effort
+
+    @effort.setter
+    def effort(self, value: int) -> None:
+        self._effort = max(1, min(int(value), self.max_effort))
+
+    def tune(self, queries: np.ndarray, k: int, target: float,
+             exact: VectorIndex | None = None) -> float:
+        """Double the effort until recall@k against exact search on `queries` reaches
+        `target` (or the effort is at its maximum). Returns the recall reached."""
+        exact = exact or ExactIndex(self.vectors, self.ids, method="torch")
+        want_scores, want = exact.search(queries, k)
+        while True:
+            got_scores, got = self.search(queries, k)
+            reached = recall_at_k(got, want, got_scores, want_scores)
+            if reached >= target or self.effort >= self.max_effort:
+                return reached
+            self.effort *= 2
+
+    def _found(self, values: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = np.where(columns >= 0, values, -np.inf).astype(np.float32)
+        return values, self._ids_of(columns)
+
+
+class IVFIndex(ApproximateIndex):
+    """FAISS IndexIVFFlat over inner product: k-means lists (4 sqrt(n) of them); a query
+    scans the `effort` (nprobe) nearest lists."""
+
+    kind = "ivf-flat"
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray | None = None,
+                 nprobe: int = 4, seed: int = 0) -> None:
+        import faiss
+
+        super().__init__(vectors, ids)
+        dense = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = dense.shape
+        self.nlist = self.max_effort = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(d)
+        self._index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self._index.cp.seed = seed
+        self._index.cp.niter = 10
+        train = dense
+        if n > 64 * self.nlist:  # faiss' own cap is 256 per list; 64 is enough and 4x faster
+            train = dense[np.random.default_rng(seed).choice(n, 64 * self.nlist, replace=False)]
+        self._index.train(train)
+        self._index.add(dense)
+        self._quantizer = quantizer  # kept alive: the IVF index does not own it
+        self.effort = nprobe
+
+    def describe(self) -> str:
+        return f"{self.kind} (nlist {self.nlist}, nprobe {self.effort})"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self._index.nprobe = self.effort
+        return self._found(*self._index.search(queries, k))
+
+
+class HNSWIndex(ApproximateIndex):
+    """FAISS IndexHNSWFlat over inner product (M 32, efConstruction 64); a query keeps the
+    `effort` (efSearch, at least k) best candidates while it walks the graph."""
+
+    kind = "hnsw-flat"
+    max_effort = 2048
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray | None = None,
+                 ef_search: int = 64, m: int = 32, ef_construction: int = 64) -> None:
+        import faiss
+
+        super().__init__(vectors, ids)
+        dense = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.m = m
+        self._index = faiss.IndexHNSWFlat(dense.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = ef_construction
+        self._index.add(dense)
+        self.effort = ef_search
+
+    def describe(self) -> str:
+        return f"{self.kind} (M {self.m}, efSearch {self.effort})"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self._index.hnsw.efSearch = max(self.effort, k)
+        return self._found(*self._index.search(queries, k))
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray, found_scores: np.ndarray | None = None,
+                exact_scores: np.ndarray | None = None, tolerance: float = 1e-5) -> float:
+    """Mean share of each exact list (ids >= 0) that the found list also holds. With scores
+    (true cosines), a found entry counts when it scores at least the exact list's last one:
+    among exact ties, any choice is right."""
+    shares = []
+    for row, (got, want) in enumerate(zip(found, exact, strict=True)):
+        wanted = want[want >= 0]
+        if not len(wanted):
+            continue
+        if found_scores is not None and exact_scores is not None:
+            threshold = exact_scores[row][len(wanted) - 1] - tolerance
+            hits = int(((got >= 0) & (found_scores[row] >= threshold)).sum())
+        else:
+            hits = len(set(wanted.tolist()) & set(got[got >= 0].tolist()))
+        shares.append(min(hits, len(wanted)) / len(wanted))
+    return float(np.mean(shares)) if shares else 1.0
