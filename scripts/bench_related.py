@@ -46,6 +46,7 @@ class ClusteredEmbedder:
 
     name = "synthetic-clustered-384"
     dimension = 384
+    noise = 0.09  # scale of each item's Gaussian noise around its centre
 
     def __init__(self, clusters: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
@@ -58,7 +59,7 @@ class ClusteredEmbedder:
             words = text.split()
             cluster, item = int(words[1]), int(words[3].rstrip("."))
             noise = np.random.default_rng(item).standard_normal(self.dimension)
-            out[i] = self.centres[cluster] + 0.09 * noise
+            out[i] = self.centres[cluster] + self.noise * noise
         return normalise(out)
 
 
