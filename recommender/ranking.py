@@ -285,11 +285,6 @@ class Ranker:
             ((b.body == a.body) & (a.body != 0)) | (b.title == a.title)
         return dup
 
-    def _days_apart(self, a: np.ndarray | int, b: np.ndarray) -> np.ndarray:
-        ts = self.columns.timestamp
-        out: np.ndarray = np.abs(ts[b] - ts[a]) / DAY
-        return out
-
     def _one_event(self, a: Keys, b: Keys, cosine: np.ndarray) -> np.ndarray:
         """One event between rows (broadcast): published within story_window_days of each
         other and either of the same story_id (when both have one) or close in meaning
@@ -350,7 +345,7 @@ class Ranker:
         if self._languages < 2:
             return self._linked(source, rows)
         other = self._other_language(source, rows)
-        days = self._days_apart(source, rows)
+        days = np.abs(self.later(source, rows))
         close = ~(days > cfg.translation_window_days)  # undated: no time apart
         out: np.ndarray = self._linked(source, rows) | \
             (other & (cosine >= cfg.translation_similarity) & close)
