@@ -6,10 +6,13 @@ as JSON, with cache validators. No ranking here: every answer is a library call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -27,10 +30,11 @@ except ImportError as exc:
     raise ImportError("recommender serve needs FastAPI, uvicorn and Jinja2: "
                       "pip install 'recommender[server]'") from exc
 
-from .config import Config, Filters
+from .config import Config, Filters, config_path
 from .errors import ArticleNotFound, RecommenderError, UnknownSlot
 from .ranking import Recommendation, explain_reason
 from .recommender import Recommender
+from .store import IndexDirectory
 
 __all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
 
@@ -41,6 +45,8 @@ DEFAULT_CACHE_BYTES = 64 * 2**20  # of answer bodies kept in memory, per worker
 INDEX_ENV, CONFIG_ENV, MAX_AGE_ENV = "RECOMMENDER_INDEX", "RECOMMENDER_CONFIG", \
     "RECOMMENDER_MAX_AGE"
 VERSION_HEADER = "X-Index-Version"
+FOLLOW_INTERVAL = 0.25  # seconds between checks for a new version, in the background
+WARM_SECONDS = 2.0      # at most this long spent answering again before a switch
 
 logger = logging.getLogger("recommender")
 
@@ -150,7 +156,8 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 def create_app(source: Recommender | str | os.PathLike[str], *,
                config: Config | str | os.PathLike[str] | None = None,
                max_age: int = DEFAULT_MAX_AGE, link_pattern: str = PAGE_LINKS,
-               cache_bytes: int = DEFAULT_CACHE_BYTES) -> FastAPI:
+               cache_bytes: int = DEFAULT_CACHE_BYTES,
+               switch_in_background: bool = False) -> FastAPI:
     """The API over `source` (a Recommender, or an index path opened now), and the packaged
     article page at /articles/{id}, its links pointing to `link_pattern` ({id} replaced by
     the URL-encoded id; change it when the app is mounted under a prefix). Responses carry
@@ -158,19 +165,52 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     version, overrides, config, the clock's minute, the request) and
     `Cache-Control: public, max-age=<max_age>`; a matching If-None-Match gives 304.
     Answers are kept by what they depend on, up to `cache_bytes` of bodies (0: none), so a
-    repeat of a request costs no query until the index, overrides, config or minute change."""
-    rec = source if isinstance(source, Recommender) else Recommender.open(source, config=config)
-    pages = ArticlePages(rec, link_pattern=link_pattern)
-    app = FastAPI(title="recommender", version=_package_version(),
+    repeat of a request costs no query until the index, overrides, config or minute change.
+
+    A `Recommender` given follows new versions itself, on the request that first sees one.
+    With `switch_in_background` (`source` must then be a path; what `recommender serve`
+    does) the app serves one fixed version at a time instead: a task checks for a new
+    version or config edit every FOLLOW_INTERVAL seconds, opens it in a thread, answers
+    again the requests kept for the version served (most recent first, for at most
+    WARM_SECONDS, between requests), then switches. Until then readers get the version they
+    had, every answer whole from one version."""
+    if switch_in_background and isinstance(source, Recommender):
+        raise TypeError("switch_in_background opens the index itself: give its path")
+    rec = source if isinstance(source, Recommender) else \
+        Recommender.open(source, config=config, reload_interval=-1 if switch_in_background
+                         else 1.0)
+    serving = Serving(_Served(rec, ArticlePages(rec, link_pattern=link_pattern)))
+    follower: VersionFollower | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(follower.run()) if follower is not None else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="recommender", version=_package_version(), lifespan=lifespan,
                   description="Related articles for the See also and You may also like slots.")
-    app.add_middleware(AnswerCache, rec=rec, max_bytes=cache_bytes)
+    app.add_middleware(AnswerCache, serving=serving, max_bytes=cache_bytes)
     app.add_middleware(HeadAsGet)
-    _install_error_handlers(app, rec)
+    _install_error_handlers(app)
+    if switch_in_background:
+        assert not isinstance(source, Recommender)
+        follower = VersionFollower(app, serving, source, config, link_pattern)
+    app.state.follower = follower
+
+    def served(request: Request) -> _Served:
+        return request.scope[SERVED]  # type: ignore[no-any-return]
 
     def conditional(request: Request, answer: Callable[[], dict[str, Any] | str]) -> Response:
         """The answer (JSON, or HTML when it is a str) with its validators, or 304 when the
         client has it already. The tag is computed before the answer, so a 304 costs no
         query."""
+        rec = served(request).rec
         version, state = rec.version, rec.state()
         etag = '"' + hashlib.sha256(
             f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
@@ -187,6 +227,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     @app.get("/articles/{article_id:path}", response_class=HTMLResponse,
              responses=HTML_ERRORS, summary="The article page with its slots, for a browser")
     async def article_page(request: Request, article_id: ArticleId) -> Response:
+        rec, pages = served(request).rec, served(request).pages
         try:
             return conditional(request, lambda: pages.render(article_id))
         except ArticleNotFound:
@@ -200,6 +241,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                       section: Sections = None, language: Languages = None,
                       max_age_days: MaxAge = None) -> Response:
         filters = _filters(section, language, max_age_days)
+        rec = served(request).rec
 
         def answer() -> dict[str, Any]:
             version = rec.version
@@ -224,6 +266,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                    language: Languages = None, max_age_days: MaxAge = None
                    ) -> Response:
         filters = _filters(section, language, max_age_days)
+        rec = served(request).rec
 
         def answer() -> dict[str, Any]:
             version = rec.version
@@ -246,6 +289,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     async def similar(request: Request, article_id: ArticleId,
                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
                       unknown: Unknown = "error") -> Response:
+        rec = served(request).rec
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
@@ -259,7 +303,9 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
 
     @app.post("/v1/related:batch", response_model=BatchResponse, responses=ERRORS,
               summary=f"One slot for many articles (at most {MAX_BATCH} ids)")
-    async def related_batch(batch: Annotated[BatchRequest, Body()]) -> Response:
+    async def related_batch(request: Request, batch: Annotated[BatchRequest, Body()]
+                            ) -> Response:
+        rec = served(request).rec
         version = rec.version
         rec.policy(batch.slot)
         filters = _filters(batch.section, batch.language, batch.max_age_days, "body")
@@ -277,10 +323,11 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
 
     @app.get("/v1/info", summary="The index served: version, model, counts, slots")
     async def info(request: Request) -> Response:
-        return conditional(request, rec.info)
+        return conditional(request, served(request).rec.info)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the index is readable")
-    async def healthz() -> Response:
+    async def healthz(request: Request) -> Response:
+        rec = served(request).rec
         version = rec.version
         return JSONResponse({"status": "ok", "version": version, "articles": len(rec)},
                             headers={VERSION_HEADER: version, "Cache-Control": "no-store"})
@@ -296,7 +343,8 @@ def app_from_environment() -> FastAPI:
     if not index:
         raise RecommenderError(f"set ${INDEX_ENV} to the index directory to serve")
     return create_app(index, config=os.environ.get(CONFIG_ENV) or None,
-                      max_age=int(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE))
+                      max_age=int(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE),
+                      switch_in_background=True)
 
 
 class HeadAsGet:
@@ -321,6 +369,99 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+SERVED = "recommender.served"  # the scope key of what answers a request
+
+
+@dataclass(frozen=True)
+class _Served:
+    """One Recommender and the article pages over it: what answers one request, whole."""
+
+    rec: Recommender
+    pages: ArticlePages
+
+
+class Serving:
+    """What the app serves now; replaced whole by VersionFollower (one assignment, so a
+    request reads either the old or the new, never a mix)."""
+
+    def __init__(self, current: _Served) -> None:
+        self.current = current
+
+
+class VersionFollower:
+    """The switch to a new version (or config edit) off the request path, for an app that
+    serves fixed versions (create_app(..., switch_in_background=True)): the new version is
+    opened in a thread, the answers kept for the version served are computed again for it
+    in the event loop, one between requests, and then it is served. A version that cannot
+    be opened is logged and the one served stays."""
+
+    def __init__(self, app: ASGIApp, serving: Serving, index: str | os.PathLike[str],
+                 config: Config | str | os.PathLike[str] | None, link_pattern: str,
+                 interval: float = FOLLOW_INTERVAL, warm_seconds: float = WARM_SECONDS
+                 ) -> None:
+        self.app, self.serving, self.index, self.config = app, serving, index, config
+        self.link_pattern, self.interval, self.warm_seconds = link_pattern, interval, \
+            warm_seconds
+        self.directory = IndexDirectory(index)
+        self.config_file = None if isinstance(config, Config) else config_path(index, config)[0]
+        self.stamp = self._stamps()
+        self.warmed = 0  # answers computed ahead of the last switch (for tests and benches)
+
+    def _stamps(self) -> tuple[object, object]:
+        config_stamp = None
+        if self.config_file is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.config_file)
+                config_stamp = (st.st_ino, st.st_mtime_ns)
+        try:
+            return self.directory.pointer_stamp(), config_stamp
+        except OSError:
+            return self.stamp, config_stamp
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.follow_once()
+            except Exception:  # never let the follower die: the old version stays served
+                logger.exception("%s: cannot switch to the new version", self.index)
+
+    async def follow_once(self) -> bool:
+        """Switch if a new version or config was published since the last switch."""
+        stamp = self._stamps()
+        if stamp == self.stamp:
+            return False
+        try:
+            new = await asyncio.to_thread(self._open)
+        except (RecommenderError, OSError) as exc:
+            logger.error("%s: cannot switch to the new version (%s); still serving %s",
+                         self.index, exc, self.serving.current.rec.version)
+            self.stamp = stamp  # tried; the next publish is tried again
+            return False
+        self.stamp = stamp
+        cache = _answer_cache(self.app)
+        self.warmed = 0
+        if cache is not None:
+            self.warmed = await cache.warm(self.app, new, self.serving.current.rec,
+                                           self.warm_seconds)
+        self.serving.current = new
+        return True
+
+    def _open(self) -> _Served:
+        rec = Recommender.open(self.index, config=self.config, reload_interval=-1)
+        return _Served(rec, ArticlePages(rec, link_pattern=self.link_pattern))
+
+
+def _answer_cache(app: ASGIApp) -> AnswerCache | None:
+    """The AnswerCache in the app's middleware stack (built on the first request)."""
+    layer: Any = getattr(app, "middleware_stack", None)
+    while layer is not None:
+        if isinstance(layer, AnswerCache):
+            return layer
+        layer = getattr(layer, "app", None)
+    return None
+
+
 @dataclass(frozen=True)
 class _Kept:
     headers: list[tuple[bytes, bytes]]
@@ -339,18 +480,22 @@ class AnswerCache:
 
     VALIDATORS = (b"etag", b"cache-control", VERSION_HEADER.lower().encode())
 
-    def __init__(self, app: ASGIApp, rec: Recommender, max_bytes: int) -> None:
-        self.app, self.rec = app, rec
+    def __init__(self, app: ASGIApp, serving: Serving, max_bytes: int) -> None:
+        self.app, self.serving = app, serving
         self.kept: LRUCache[tuple[str, str, bytes], _Kept] | None = LRUCache(
             maxsize=max_bytes, getsizeof=lambda kept: len(kept.body) + 512) \
             if max_bytes > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the one version that answers this request, whole (a warm-up brings its own)
+        served = scope.get(SERVED)
+        if served is None:
+            served = scope[SERVED] = self.serving.current
         if self.kept is None or scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
         try:
-            key = (self.rec.state(), scope["path"], scope["query_string"])
+            key = (served.rec.state(), scope["path"], scope["query_string"])
         except Exception:  # an index that cannot be read: the routes answer the error
             await self.app(scope, receive, send)
             return
@@ -386,6 +531,38 @@ class AnswerCache:
 
         await self.app(scope, receive, keep)
 
+    async def warm(self, app: ASGIApp, new: _Served, old: Recommender, seconds: float) -> int:
+        """Answer again, through `app` and for `new`, the requests kept for `old`'s state,
+        the most recently kept first, for at most `seconds`, yielding to the event loop
+        between answers; returns how many were answered."""
+        if self.kept is None:
+            return 0
+        try:
+            state = old.state()
+        except Exception:
+            return 0
+        wanted = [(path, query) for kept_state, path, query in reversed(list(self.kept))
+                  if kept_state == state]
+        deadline, done = time.monotonic() + seconds, 0
+
+        async def nothing() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def discard(message: Message) -> None:
+            pass
+
+        for path, query in wanted:
+            if time.monotonic() >= deadline:
+                break
+            await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                       "method": "GET", "scheme": "http", "path": path,
+                       "raw_path": path.encode(), "query_string": query, "root_path": "",
+                       "headers": [], "client": None, "server": None, SERVED: new},
+                      nothing, discard)
+            done += 1
+            await asyncio.sleep(0)  # the requests waiting go first
+        return done
+
 
 _NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>
@@ -417,21 +594,21 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def _install_error_handlers(app: FastAPI, rec: Recommender) -> None:
+def _install_error_handlers(app: FastAPI) -> None:
     """Every error as {"error": {"code", "message"}}; never a traceback in a response. The
     answers of the index itself (an unknown id or slot) say which version gave them."""
 
-    def from_the_index(response: JSONResponse) -> JSONResponse:
-        response.headers[VERSION_HEADER] = rec.version
+    def from_the_index(request: Request, response: JSONResponse) -> JSONResponse:
+        response.headers[VERSION_HEADER] = request.scope[SERVED].rec.version
         return response
 
     @app.exception_handler(ArticleNotFound)
     async def article_not_found(request: Request, exc: ArticleNotFound) -> JSONResponse:
-        return from_the_index(error_response(404, "article_not_found", str(exc)))
+        return from_the_index(request, error_response(404, "article_not_found", str(exc)))
 
     @app.exception_handler(UnknownSlot)
     async def unknown_slot(request: Request, exc: UnknownSlot) -> JSONResponse:
-        return from_the_index(error_response(404, "unknown_slot", str(exc)))
+        return from_the_index(request, error_response(404, "unknown_slot", str(exc)))
 
     @app.exception_handler(RecommenderError)
     async def index_unavailable(request: Request, exc: RecommenderError) -> JSONResponse:

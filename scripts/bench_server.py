@@ -2,18 +2,22 @@
 
 Starts `recommender serve` as a subprocess on a free port of 127.0.0.1 over (a) the sample
 corpus built with the real model and (b) N synthetic articles (scripts/bench_related.py's
-clustered vectors), then drives it with 1, 8 and 64 concurrent asyncio+httpx clients (random
-ids, no caching), and once more at 64 while another process publishes an update every few
-seconds. Prints one table; bounded in time (`--seconds` per row).
+clustered vectors), then drives it with 1, 8 and 64 concurrent closed-loop clients (random
+ids, no caching on the client side), and once more at 64 while another process publishes an
+update every few seconds (at `--nice` priority: the deployment advice in the README). During
+publishes a thread asks /healthz every 50 ms which version is served, and the table says how
+long the slowest publish took to be served ("switch"). Prints one table and the load average;
+bounded in time (`--seconds` per row).
 
     python scripts/bench_server.py [--articles 5000] [--seconds 5] [--workers 1]
-                                   [--publish-every 3] [--no-sample] [--articles 0] [--wrk]
+                                   [--publish-every 3] [--nice 10] [--no-sample] [--wrk]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -21,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +51,7 @@ class Row:
     seconds: float
     latencies: list[float]
     publishes: int = 0
+    switch: float | None = None  # seconds from the slowest publish to its version served
 
     def line(self) -> str:
         lat = sorted(self.latencies) or [float("nan")]
@@ -53,7 +59,9 @@ class Row:
         def pct(q: float) -> float:
             return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
 
-        during = f"yes ({self.publishes})" if self.publishing else "no"
+        during = f"yes ({self.publishes}, switch ≤ {self.switch:.2f} s)" \
+            if self.publishing and self.switch is not None else \
+            f"yes ({self.publishes}, not all served)" if self.publishing else "no"
         return (f"| {self.index} | {self.clients} | {during} | {self.requests / self.seconds:,.0f}"
                 f" | {pct(0.50):.1f} | {pct(0.99):.1f} | {self.errors} |")
 
@@ -161,6 +169,40 @@ def drive_wrk(port: int, ids: list[str], clients: int, seconds: float
     return requests, errors, latencies
 
 
+class VersionWatch(threading.Thread):
+    """Asks /healthz every 50 ms (one connection; 20 requests a second next to thousands) and
+    notes when each version is first served."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.stop = port, threading.Event()
+        self.seen: dict[str, float] = {}
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=30)
+        while not self.stop.wait(0.05):
+            try:
+                connection.request("GET", "/healthz")
+                version = json.loads(connection.getresponse().read())["version"]
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                connection.close()
+                continue
+            self.seen.setdefault(version, time.time())
+
+
+def switch_lag(published: list[dict[str, object]], seen: dict[str, float]) -> float | None:
+    """The longest time from a publish to the first answer of that version (or of a later
+    one: a server may skip a version published while it switched); None if one never was."""
+    lags = []
+    for p in published:
+        at = float(p["at"])  # type: ignore[arg-type]
+        later = [t for v, t in seen.items() if t >= at - 1.0 and v >= str(p["version"])]
+        if not later:
+            return None
+        lags.append(max(0.0, min(later) - at))
+    return max(lags, default=None)
+
+
 def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[str]
             ) -> list[Row]:
     ids = Recommender.open(index).ids()
@@ -181,18 +223,24 @@ def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[st
             rows.append(Row(name, clients, False, n, errors, time.perf_counter() - started, lat))
             print(rows[-1].line(), file=sys.stderr)
         publishing = subprocess.Popen(publisher, stdout=subprocess.PIPE, text=True)
+        watch = VersionWatch(port)
         try:
             assert publishing.stdout is not None
             publishing.stdout.readline()  # its first publish: the model is loaded
+            watch.start()
             wall, started = time.time(), time.perf_counter()
             n, errors, lat = load(64, max(args.seconds, 3 * args.publish_every))
             seconds = time.perf_counter() - started
         finally:
             publishing.terminate()
             out, _ = publishing.communicate(timeout=60)
+        time.sleep(2 * args.publish_every)  # the last publish's switch, without load
+        watch.stop.set()
+        watch.join()
         published = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        done = sum(wall <= p["at"] <= wall + seconds for p in published)
-        rows.append(Row(name, 64, True, n, errors, seconds, lat, publishes=done))
+        during = [p for p in published if wall <= p["at"] <= wall + seconds]
+        rows.append(Row(name, 64, True, n, errors, seconds, lat, publishes=len(during),
+                        switch=switch_lag(during, watch.seen)))
         print(rows[-1].line(), file=sys.stderr)
     finally:
         server.terminate()
@@ -200,8 +248,10 @@ def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[st
     return rows
 
 
-def publish_loop(index: Path, kind: str, every: float, clusters: int) -> None:
-    """Another process: an update of one new article every `every` seconds, until killed."""
+def publish_loop(index: Path, kind: str, every: float, clusters: int, nice: int) -> None:
+    """Another process: an update of one new article every `every` seconds, until killed,
+    at niceness `nice` (the README's advice: the update is batch work, the server is not)."""
+    os.nice(nice)
     if kind == "synthetic":
         embedder = ClusteredEmbedder(clusters)
     else:
@@ -215,8 +265,9 @@ def publish_loop(index: Path, kind: str, every: float, clusters: int) -> None:
             record = {"id": f"pub{i:05d}", "title": f"{template.title} (update {i})",
                       "body": template.body, "section": template.section}
         next_at = time.monotonic() + every
-        build_index(index, [record], embedder=embedder, incremental=True)
-        print(json.dumps({"at": time.time(), "id": record["id"]}), flush=True)
+        report = build_index(index, [record], embedder=embedder, incremental=True)
+        print(json.dumps({"at": time.time(), "id": record["id"], "version": report.version}),
+              flush=True)
         time.sleep(max(0.0, next_at - time.monotonic()))
 
 
@@ -227,6 +278,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per row")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--publish-every", type=float, default=3.0)
+    parser.add_argument("--nice", type=int, default=10,
+                        help="niceness of the publishing process (0: the server's priority)")
     parser.add_argument("--wrk", action="store_true",
                         help="drive the load with wrk (Debian package wrk) instead of the "
                              "Python client")
@@ -237,10 +290,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.publish:
         publish_loop(Path(args.publish[0]), args.publish[1], args.publish_every,
-                     int(args.publish[2]))
+                     int(args.publish[2]), args.nice)
         return
     os.environ.pop("RECOMMENDER_NOW", None)
-    me = [sys.executable, __file__, "--publish-every", str(args.publish_every), "--publish"]
+    me = [sys.executable, __file__, "--publish-every", str(args.publish_every),
+          "--nice", str(args.nice), "--publish"]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_sample:
@@ -256,8 +310,10 @@ def main() -> None:
             rows += measure(f"synthetic ({args.articles:,})", index, args,
                             [*me, str(index), "synthetic", str(clusters)])
     print(f"\n`/v1/articles/{{id}}/page`, {args.workers} server worker(s), "
-          f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s, load from "
-          f"{'wrk' if args.wrk else 'the Python client'}:\n")
+          f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s at nice "
+          f"{args.nice}, load from {'wrk' if args.wrk else 'the Python client'}; "
+          f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) "
+          f"at the end:\n")
     print("| index | clients | during publishes | requests/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:

@@ -3,7 +3,9 @@ validators, error bodies, following rebuilds, awkward ids (fake embedder, FastAP
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -432,3 +434,61 @@ def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
     uncached.get("/v1/articles/t01/page")
     uncached.get("/v1/articles/t01/page")
     assert calls == ["t01", "t01"]
+
+
+def test_in_the_background_a_new_version_is_answered_before_it_is_served(
+        tiny_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOMMENDER_NOW", NOW.isoformat())  # no new minute mid-test
+    asked: list[tuple[str, str]] = []
+    page = Recommender.page
+
+    def counted(self: Recommender, article_id: str, **kwargs: Any) -> Any:
+        asked.append((article_id, self.version))
+        return page(self, article_id, **kwargs)
+
+    monkeypatch.setattr(Recommender, "page", counted)
+    app = create_app(tiny_index, switch_in_background=True)
+    client = TestClient(app)  # no lifespan: the follower is stepped by hand below
+    before = client.get("/v1/articles/t01/page")
+    client.get("/v1/articles/t02/page")
+    old = before.headers["X-Index-Version"]
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
+                                    "The Portmere harbour bridge reopened after the collapse."))
+                   + "\n")
+    published = build_index(tiny_index, [new], embedder=HashingEmbedder(64),
+                            incremental=True).version
+    # until the switch, readers get the version they had, whole
+    assert client.get("/v1/articles/t01/page",
+                      headers={"If-None-Match": before.headers["ETag"]}).status_code == 304
+    assert client.get("/v1/articles/t13/related").status_code == 404
+    assert asked == [("t01", old), ("t02", old)]
+    follower = app.state.follower
+    assert asyncio.run(follower.follow_once()) is True
+    # the kept answers were computed again for the new version, before it was served
+    assert follower.warmed == 2
+    assert asked[2:] == [("t02", published), ("t01", published)]  # most recently kept first
+    after = client.get("/v1/articles/t01/page")
+    assert len(asked) == 4  # sent from the answers computed ahead
+    assert after.headers["X-Index-Version"] == after.json()["version"] == published
+    assert client.get("/v1/articles/t13/related").status_code == 200
+    assert asyncio.run(follower.follow_once()) is False  # nothing new: no switch
+
+
+def test_the_background_follower_runs_with_the_server(tiny_index: Path, tmp_path: Path
+                                                      ) -> None:
+    with TestClient(create_app(tiny_index, switch_in_background=True)) as client:  # lifespan
+        old = client.get("/healthz").json()["version"]
+        new = tmp_path / "new.jsonl"
+        new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens", "Reopened."))
+                       + "\n")
+        build_index(tiny_index, [new], embedder=HashingEmbedder(64), incremental=True)
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["version"] == old and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/v1/articles/t13/related").status_code == 200
+
+
+def test_switching_in_the_background_needs_the_index_path(rec: Recommender) -> None:
+    with pytest.raises(TypeError):
+        create_app(rec, switch_in_background=True)

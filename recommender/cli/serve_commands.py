@@ -35,10 +35,12 @@ def serve(index: str, host: str, port: int, workers: int, max_age: int,
         message = str(exc) if "recommender[server]" in str(exc) else \
             "recommender serve needs FastAPI, uvicorn and Jinja2: pip install 'recommender[server]'"
         raise click.ClickException(message) from exc
-    rec = Recommender.open(index, config=config)  # a missing or bad index: one line, exit 1
+    Recommender.open(index, config=config)  # a missing or bad index: one line, exit 1
     if workers == 1:
-        uvicorn.run(server.create_app(rec, max_age=max_age), host=host, port=port,
-                    log_level="warning")
+        # New versions are opened and their answers computed off the request path.
+        uvicorn.run(server.create_app(index, config=config, max_age=max_age,
+                                      switch_in_background=True),
+                    host=host, port=port, log_level="warning")
         return
     # Each worker process opens the index itself, from the environment.
     os.environ[server.INDEX_ENV] = str(index)
