@@ -27,7 +27,7 @@ try:
 
     from .integrations.jinja import ArticlePages
 except ImportError as exc:
-    raise ImportError("recommender serve needs FastAPI, uvicorn and Jinja2: "
+    raise ImportError("recommender serve needs FastAPI, granian and Jinja2: "
                       "pip install 'recommender[server]'") from exc
 
 from .config import Config, Filters, config_path
@@ -432,7 +432,11 @@ class VersionFollower:
         if stamp == self.stamp:
             return False
         try:
-            new = await asyncio.to_thread(self._open)
+            rec = await asyncio.to_thread(Recommender.open, self.index, config=self.config,
+                                          reload_interval=-1)
+            # The template is compiled here, not in the thread: CPython 3.11.7's compile()
+            # is not safe beside another thread's (numpy's header parse in that open).
+            new = _Served(rec, ArticlePages(rec, link_pattern=self.link_pattern))
         except (RecommenderError, OSError) as exc:
             logger.error("%s: cannot switch to the new version (%s); still serving %s",
                          self.index, exc, self.serving.current.rec.version)
@@ -446,10 +450,6 @@ class VersionFollower:
                                            self.warm_seconds)
         self.serving.current = new
         return True
-
-    def _open(self) -> _Served:
-        rec = Recommender.open(self.index, config=self.config, reload_interval=-1)
-        return _Served(rec, ArticlePages(rec, link_pattern=self.link_pattern))
 
 
 def _answer_cache(app: ASGIApp) -> AnswerCache | None:

@@ -11,6 +11,7 @@ bounded in time (`--seconds` per row).
 
     python scripts/bench_server.py [--articles 5000] [--seconds 5] [--workers 1]
                                    [--publish-every 3] [--nice 10] [--no-sample] [--wrk]
+                                   [--http-server granian|uvicorn]
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(index: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(index: Path, port: int, workers: int, http_server: str
+                 ) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "recommender", "serve", "--index", str(index), "--host", HOST,
-         "--port", str(port), "--workers", str(workers)], stderr=subprocess.PIPE)
+         "--port", str(port), "--workers", str(workers), "--http-server", http_server],
+        stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -207,7 +210,7 @@ def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[st
             ) -> list[Row]:
     ids = Recommender.open(index).ids()
     port = free_port()
-    server = start_server(index, port, args.workers)
+    server = start_server(index, port, args.workers, args.http_server)
     rows = []
 
     def load(clients: int, seconds: float) -> tuple[int, int, list[float]]:
@@ -278,6 +281,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per row")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--publish-every", type=float, default=3.0)
+    parser.add_argument("--http-server", default="granian", choices=["granian", "uvicorn"],
+                        help="what `recommender serve` runs on")
     parser.add_argument("--nice", type=int, default=10,
                         help="niceness of the publishing process (0: the server's priority)")
     parser.add_argument("--wrk", action="store_true",
@@ -309,7 +314,7 @@ def main() -> None:
                         embedder=ClusteredEmbedder(clusters))
             rows += measure(f"synthetic ({args.articles:,})", index, args,
                             [*me, str(index), "synthetic", str(clusters)])
-    print(f"\n`/v1/articles/{{id}}/page`, {args.workers} server worker(s), "
+    print(f"\n`/v1/articles/{{id}}/page`, {args.http_server}, {args.workers} worker(s), "
           f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s at nice "
           f"{args.nice}, load from {'wrk' if args.wrk else 'the Python client'}; "
           f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) "

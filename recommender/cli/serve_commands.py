@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
@@ -20,35 +21,42 @@ from .main import config_option, index_option, reports_errors
 @click.option("--max-age", "max_age", default=60, show_default=True,
               type=click.IntRange(min=0), envvar="RECOMMENDER_MAX_AGE",
               help="Cache-Control max-age of answers, in seconds (or $RECOMMENDER_MAX_AGE).")
+@click.option("--http-server", "http_server", type=click.Choice(["granian", "uvicorn"]),
+              default="granian", show_default=True, envvar="RECOMMENDER_HTTP_SERVER",
+              help="The ASGI server that runs the app (or $RECOMMENDER_HTTP_SERVER).")
 @config_option
 @reports_errors
-def serve(index: str, host: str, port: int, workers: int, max_age: int,
+def serve(index: str, host: str, port: int, workers: int, max_age: int, http_server: str,
           config: str | None) -> None:
-    """Serve the index as a read-only JSON API (FastAPI + uvicorn; docs at /docs). It follows
-    new versions published by build/update without a restart."""
+    """Serve the index as a read-only JSON API (FastAPI on granian or uvicorn; docs at
+    /docs). It follows new versions published by build/update without a restart, switching
+    to each off the request path."""
     try:
-        # FastAPI and uvicorn are an optional extra: the rest of the CLI works without them.
-        import uvicorn
+        # The server stack is an optional extra: the rest of the CLI works without it.
+        runner = importlib.import_module(http_server)
 
         from .. import server
     except ImportError as exc:
         message = str(exc) if "recommender[server]" in str(exc) else \
-            "recommender serve needs FastAPI, uvicorn and Jinja2: pip install 'recommender[server]'"
+            "recommender serve needs FastAPI, granian and Jinja2: pip install 'recommender[server]'"
         raise click.ClickException(message) from exc
     Recommender.open(index, config=config)  # a missing or bad index: one line, exit 1
-    if workers == 1:
-        # New versions are opened and their answers computed off the request path.
-        uvicorn.run(server.create_app(index, config=config, max_age=max_age,
-                                      switch_in_background=True),
-                    host=host, port=port, log_level="warning")
-        return
     # Each worker process opens the index itself, from the environment.
     os.environ[server.INDEX_ENV] = str(index)
     os.environ[server.MAX_AGE_ENV] = str(max_age)
     if config:
         os.environ[server.CONFIG_ENV] = str(config)
-    uvicorn.run("recommender.server:app_from_environment", factory=True, host=host,
-                port=port, workers=workers, log_level="warning")
+    target = "recommender.server:app_from_environment"
+    if http_server == "uvicorn":
+        runner.run(target, factory=True, host=host, port=port, workers=workers,
+                   log_level="warning")
+        return
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(target, factory=True, address=host, port=port, workers=workers,
+           interface=Interfaces.ASGI, log_level=LogLevels.warning).serve()
 
 
 COMMANDS = [serve]
