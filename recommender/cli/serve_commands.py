@@ -56,7 +56,9 @@ def serve(index: str, host: str, port: int, workers: int, max_age: int, http_ser
     from granian.server import Server
 
     Server(target, factory=True, address=host, port=port, workers=workers,
-           interface=Interfaces.ASGI, log_level=LogLevels.warning).serve()
+           interface=Interfaces.ASGI, log_level=LogLevels.warning,
+           # a worker still starting when SIGTERM comes would otherwise keep it waiting
+           workers_kill_timeout=5).serve()
 
 
 COMMANDS = [serve]
