@@ -290,6 +290,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
                       unknown: Unknown = "error") -> Response:
         rec = served(request).rec
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
@@ -476,7 +477,9 @@ class AnswerCache:
     without routing, validation or a query, and 304s are answered here too. Only answers that
     carry an ETag are kept (the conditional GETs; never errors or /healthz), bounded in bytes
     (least recently used go first); the state moves on with a new version, an edit of the
-    overrides or config, or the minute, so nothing stale is ever sent."""
+    overrides or config, or the minute, so nothing stale is ever sent. It also puts in the
+    scope (SERVED) what answers the request, read once from Serving: the routes and error
+    handlers use that, so an answer never mixes two versions."""
 
     VALIDATORS = (b"etag", b"cache-control", VERSION_HEADER.lower().encode())
 
@@ -487,11 +490,14 @@ class AnswerCache:
             if max_bytes > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         # the one version that answers this request, whole (a warm-up brings its own)
         served = scope.get(SERVED)
         if served is None:
             served = scope[SERVED] = self.serving.current
-        if self.kept is None or scope["type"] != "http" or scope["method"] != "GET":
+        if self.kept is None or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
         try:
