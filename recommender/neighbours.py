@@ -39,7 +39,7 @@ DEFAULT_N = 50
 # Exact search up to this many query x candidate pairs (a full table of ~140k articles),
 # approximate beyond: exact grows with n², an approximate index with about n log n.
 EXACT_PAIRS = 2 * 10**10
-APPROXIMATE = "hnsw"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and real vectors)
+APPROXIMATE = "ivf"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and real vectors)
 RECALL_TARGET = 0.99  # an approximate index's effort is raised until a sample reaches it
 TUNE_SAMPLE = 500     # queries the effort is tuned on
 RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at each build

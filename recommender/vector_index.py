@@ -32,6 +32,9 @@ from .embedding import cpu_supports_bf16
 BLOCK = 1024  # query rows per product: 1024 x 100k float32 = 400 MB of scores
 RESCORE_MARGIN = 32  # extra bf16 candidates re-scored in fp32, beyond the k asked for
 EXACT_METHODS = ("bf16", "torch", "numpy", "faiss")
+# An IVF search of at least this many queries per inverted list (a build's or a large
+# update's whole table) runs list by list (`IVFIndex._search_by_list`) instead of query by query.
+BY_LIST_QUERIES = 8
 
 
 class VectorIndex(ABC):
@@ -236,7 +239,44 @@ class IVFIndex(ApproximateIndex):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self._index.nprobe = self.effort
+        if len(queries) >= BY_LIST_QUERIES * self.nlist:
+            return self._found(*self._search_by_list(queries, k))
         return self._found(*self._index.search(queries, k))
+
+    def _search_by_list(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The same search for many queries at once, list by list (the pieces of faiss'
+        contrib.big_batch_search, run sequentially and quietly): the queries are assigned to
+        their nprobe lists as faiss' search does, then each list is read once and compared
+        with every query that probes it in one fp32 matrix product (torch), its top k merged
+        into each query's result heap. The same lists as faiss' per-query scan (up to ties),
+        2.6x faster on 100k rows here (README, "The candidate table at scale")."""
+        from faiss.contrib.big_batch_search import BigBatchSearcher, BlockComputer
+
+        searcher = BigBatchSearcher(self._index, queries, k)
+        computer = BlockComputer(self._index, method="knn_function", knn=_knn_fp32)
+        searcher.decode_func = computer.decode_func
+        searcher.by_residual = computer.by_residual
+        searcher.coarse_quantization()
+        searcher.reorder_assign()
+        for inverted_list in range(self.nlist):
+            subset, list_queries, list_ids, list_vectors = searcher.prepare_bucket(inverted_list)
+            scores, columns = computer.block_search(list_queries, list_vectors, list_ids, k)
+            searcher.add_results_to_heap(subset, scores, list_ids, columns)
+        searcher.rh.finalize()
+        return searcher.rh.D, searcher.rh.I
+
+
+def _knn_fp32(queries: np.ndarray, vectors: np.ndarray, k: int, **_: Any
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Top k inner products of each query among `vectors` (one inverted list, flat float32),
+    in the form faiss.knn returns (fewer columns when the list is shorter than k)."""
+    import torch
+
+    query = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    candidates = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)
+                                  .reshape(-1, queries.shape[1]))
+    values, columns = _topk(query @ candidates.T, k)
+    return values.numpy(), columns.numpy().astype(np.int64)
 
 
 class HNSWIndex(ApproximateIndex):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recommender import HashingEmbedder, Recommender, build_index, neighbours
+from recommender import HashingEmbedder, Recommender, build_index, neighbours, vector_index
 from recommender.neighbours import compute_table, table_recall
 from recommender.vector_index import (
     EXACT_METHODS,
@@ -78,6 +78,24 @@ def test_an_approximate_index_finds_the_exact_neighbours_with_true_cosines(
     true = np.einsum("qd,qkd->qk", QUERIES, VECTORS[found - 5])
     assert np.allclose(scores, true, atol=1e-5)
     assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_an_ivf_search_of_many_queries_list_by_list_equals_the_per_query_scan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    index = IVFIndex(VECTORS, np.arange(len(VECTORS)) + 5, nprobe=8)
+    by_list_scores, by_list = index.search(VECTORS, 50)  # 4,000 queries: list by list
+    assert len(VECTORS) >= vector_index.BY_LIST_QUERIES * index.nlist
+    index._index.nprobe = 8
+    scan_scores, scan = index._index.search(VECTORS, 50)  # faiss' own per-query scan
+    assert np.allclose(by_list_scores, scan_scores, atol=1e-5)
+    same = by_list == scan + 5
+    assert same.mean() > 0.999  # the rest are near-ties, swapped
+    assert np.allclose(by_list_scores[~same], scan_scores[~same], atol=1e-5)
+    monkeypatch.setattr(vector_index, "BY_LIST_QUERIES", len(VECTORS) + 1)
+    _, scanned = index.search(VECTORS, 50)
+    assert np.array_equal(scanned, scan + 5) and isinstance(index._index, faiss.IndexIVFFlat)
 
 
 @pytest.mark.parametrize(("method", "kind"), [("hnsw", "hnsw-flat (M "),
