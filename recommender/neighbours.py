@@ -35,7 +35,14 @@ ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
+RESERVE_ROWS_FILE = "neighbour_reserve.npy"
+RESERVE_SCORES_FILE = "neighbour_reserve_scores.npy"
+FLOOR_FILE = "neighbour_floor.npy"
 DEFAULT_N = 50
+# Entries kept per list beyond the n served: a list that loses up to this many to changed
+# or withdrawn articles is completed from what it holds, without a search.
+RESERVE = 16
+TIE = 1e-6  # scores this close are treated as an exact tie (fp32 sums differ in the last bits)
 # Exact search up to this many query x candidate pairs (a full table of ~140k articles),
 # approximate beyond: exact grows with n², an approximate index with about n log n.
 EXACT_PAIRS = 2 * 10**10
@@ -108,7 +115,8 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
         values, found = index.search(np.ascontiguousarray(vectors[block], dtype=np.float32),
                                      width + 1)
         values = np.where(found == block[:, None], -np.inf, values)
-        order = np.argsort(-values, axis=1, kind="stable")[:, :width]
+        # best first, exact ties in row order: the same lists whatever k or block
+        order = np.lexsort((found, -values), axis=1)[:, :width]
         values = np.take_along_axis(values, order, axis=1)
         found = np.take_along_axis(found, order, axis=1)
         present = np.isfinite(values) & (found >= 0)
@@ -142,31 +150,60 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
                  old_scores: np.ndarray, changed: np.ndarray, n: int = DEFAULT_N
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Bring a table up to date after an update, equal to a full recomputation.
+    """Bring an n-wide table (no reserve) up to date after an update, equal to a full
+    recomputation: `update_lists` with each full list's last score as its floor."""
+    floor = list_floor(old_scores, old_rows)
+    rows, scores, _, _ = update_lists(vectors, candidates, old_rows, old_scores, floor,
+                                      changed, n=n, width=n)
+    return rows, scores
 
-    old_rows/old_scores: the previous table already renumbered to the new rows (-1 where the
-    article is gone, and for rows of new articles). changed: rows whose vector is new or
-    changed, or that became candidates. Their own lists are recomputed, and so is every list
-    that lost an entry (one pointing at a changed row's old score, at an article no longer a
-    candidate, or at one removed): its next neighbour was never stored. Every other list
-    merges in the changed candidates' fresh scores, which is exact for a top-n.
+
+def list_floor(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The floor of freshly searched lists: the last score of a full list (every candidate
+    left out scores no higher), -inf for a list that holds every candidate."""
+    full = rows[:, -1] >= 0 if rows.shape[1] else np.zeros(len(rows), dtype=bool)
+    last = scores[:, -1] if rows.shape[1] else np.zeros(len(rows), dtype=np.float32)
+    return np.where(full, last, -np.inf).astype(np.float32)
+
+
+def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
+                 old_scores: np.ndarray, old_floor: np.ndarray, changed: np.ndarray,
+                 n: int = DEFAULT_N, width: int | None = None,
+                 reembedded: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bring a table with a reserve up to date, its first n columns equal to a full
+    recomputation: (rows, scores, floor, origin), `width` (n + reserve) wide.
+
+    Each list holds, best first, every candidate scoring at least its `floor` (up to `width`
+    of them; floor -inf: the list holds every candidate). old_*: the previous lists renumbered
+    to the new rows (-1 where the article is gone). changed: rows whose vector is new or that
+    became candidates; reembedded (default: changed): rows whose vector is new, whose own
+    lists are searched again. An entry pointing at a changed row or at a row no longer a
+    candidate is dropped; every other list then merges in the changed candidates' exact
+    scores at or above its floor, and stays exact while it holds at least n entries: only
+    lists that lost more than their reserve are searched again. origin: for each entry, the
+    flat index (row * width + column) of the old entry it was carried from, or -1 when its
+    score is new (callers carry per-entry payloads, like lexical scores, through it).
     """
+    width = width or n
     changed = np.unique(np.asarray(changed, dtype=np.int64))
-    rows, scores = old_rows.copy(), old_scores.copy()
+    again = changed if reembedded is None else np.unique(np.asarray(reembedded, dtype=np.int64))
     candidates = np.asarray(candidates, dtype=bool)
+    rows = np.full((len(vectors), width), -1, dtype=np.int32)
+    scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
+    origin = np.full((len(vectors), width), -1, dtype=np.int64)
+    old_width = old_rows.shape[1]
+    use = min(width, old_width)
+    rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
+    origin[:, :use] = (np.arange(len(vectors))[:, None] * old_width
+                       + np.arange(use)[None, :])
+    floor = np.asarray(old_floor, dtype=np.float32).copy()
     stored = rows >= 0
     target = np.where(stored, rows, 0)
-    stale = stored & (np.isin(target, changed) | ~candidates[target])
-    rows[stale] = -1
-    # A list should hold min(n, candidates other than the row itself) entries.
-    expected = np.minimum(n, int(candidates.sum()) - candidates.astype(np.int64))
-    short = (rows >= 0).sum(axis=1) < expected
-    recompute = np.union1d(changed, np.flatnonzero(stale.any(axis=1) | short))
-    if len(recompute):
-        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, n, queries=recompute)
-        rows[recompute], scores[recompute] = fresh_rows, fresh_scores
-    others = np.setdiff1d(np.arange(len(vectors)), recompute)
-    scores[rows < 0] = -np.inf
+    stale = ~stored | np.isin(target, changed) | ~candidates[target]
+    altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
+    rows[stale], scores[stale], origin[stale] = -1, -np.inf, -1
+    others = np.setdiff1d(np.arange(len(vectors)), again)
     new_candidates = changed[candidates[changed]]
     if len(new_candidates) and len(others):
         cand_vectors = np.asarray(vectors[new_candidates], dtype=np.float32)
@@ -174,15 +211,43 @@ def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
             block = others[start:start + BLOCK]
             extra = np.asarray(vectors[block], dtype=np.float32) @ cand_vectors.T
             extra_rows = np.broadcast_to(new_candidates, extra.shape).astype(np.int32)
-            extra = np.where(extra_rows == block[:, None], -np.inf, extra).astype(np.float32)
+            # below the floor an unstored candidate might beat it: not a known entry
+            extra = np.where((extra_rows == block[:, None]) | (extra < floor[block, None]),
+                             -np.inf, extra).astype(np.float32)
             merged_scores = np.concatenate([scores[block], extra], axis=1)
             merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
-            values, columns = _topk(merged_scores, n)
+            merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
+            known = np.isfinite(merged_scores).sum(axis=1)
+            values, columns = _topk(merged_scores, width)
+            picked = np.take_along_axis(merged_rows, columns, axis=1)
+            order = np.lexsort((picked, -values), axis=1)  # exact ties in row order
+            values = np.take_along_axis(values, order, axis=1)
+            columns = np.take_along_axis(columns, order, axis=1)
+            # more known entries than fit: the list is cut, its floor rises to its last
+            floor[block] = np.where(known > width, values[:, -1], floor[block])
+            altered[block] |= (columns >= width).any(axis=1) & \
+                np.isfinite(values).any(axis=1)
             rows[block] = np.take_along_axis(merged_rows, columns, axis=1)
             scores[block] = values
-    empty = ~np.isfinite(scores)
-    rows[empty], scores[empty] = -1, 0.0
-    return rows, scores
+            origin[block] = np.take_along_axis(merged_origin, columns, axis=1)
+    gone = ~np.isfinite(scores)
+    rows[gone], origin[gone] = -1, -1
+    # A list with a floor (more candidates exist than it holds) and at most n entries no
+    # longer knows its n-th and next neighbours: searched again, like the changed rows' own
+    # lists. So is an altered list with an exact tie among them: which of two equal scores
+    # comes first is the search's choice, and a merge would not make it the same way.
+    short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
+    head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
+    with np.errstate(invalid="ignore"):
+        tied = altered & (np.abs(np.diff(head, axis=1)) <= TIE).any(axis=1)
+    search = np.union1d(again, np.flatnonzero(short | tied))
+    if len(search):
+        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
+        rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
+        floor[search] = list_floor(fresh_scores, fresh_rows)
+    empty = rows < 0
+    scores[empty] = 0.0
+    return rows, scores, floor, origin
 
 
 def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
@@ -215,6 +280,24 @@ def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
     np.save(directory / SCORES_FILE, scores.astype(np.float32))
     np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
     np.save(directory / NAMES_FILE, names.astype(np.float32))
+
+
+def write_reserve(directory: Path, rows: np.ndarray, scores: np.ndarray,
+                  floor: np.ndarray) -> None:
+    """The columns kept beyond the n served (readers never open them) and each list's
+    floor: what lets the next update complete a list without searching again."""
+    np.save(directory / RESERVE_ROWS_FILE, rows.astype(np.int32))
+    np.save(directory / RESERVE_SCORES_FILE, scores.astype(np.float32))
+    np.save(directory / FLOOR_FILE, floor.astype(np.float32))
+
+
+def read_reserve(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(reserve rows, reserve scores, floors), or None for a version written without them."""
+    if not (directory / FLOOR_FILE).is_file():
+        return None
+    rows, scores, floor = (np.load(directory / name, allow_pickle=False) for name in
+                           (RESERVE_ROWS_FILE, RESERVE_SCORES_FILE, FLOOR_FILE))
+    return rows, scores, floor
 
 
 # (candidate rows, cosines, word TF-IDF cosines, names TF-IDF cosines)
