@@ -96,7 +96,7 @@ class LexicalModel:
     def save(self, directory: Path) -> None:
         """Only the weights of terms seen by the fit are stored: every other bucket has the
         weight of a term in no article, which the fitted count gives."""
-        arrays: dict[str, np.ndarray] = {"fitted": np.array(self.fitted)}
+        arrays: dict[str, Any] = {"fitted": np.array(self.fitted)}
         for kind, idf in (("words", self.words), ("names", self.names)):
             seen = np.flatnonzero(idf != _unseen(self.fitted)).astype(np.int32)
             arrays[f"{kind}_terms"], arrays[f"{kind}_idf"] = seen, idf[seen]
