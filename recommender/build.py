@@ -401,7 +401,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     mapping = np.full(old_count, -1, dtype=np.int64)
     mapping[carried_old] = np.arange(len(carried_old))
     added = [a.id for a in changed_articles if a.id not in previous.position]
-    ids = [previous.ids[i] for i in carried_old.tolist()] + added
+    ids = (list(previous.ids) if not len(removed_rows) else
+           [previous.ids[i] for i in carried_old.tolist()]) + added
     count = len(ids)
     new_row = {aid: len(carried_old) + i for i, aid in enumerate(added)}
     fresh_rows = np.array([new_row[a.id] if a.id in new_row
@@ -490,14 +491,19 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     valid = served_rows >= 0
     keep = valid & (served_origin >= 0) & (served_origin % width < n) \
         & ~touched[:, None] & ~touched[np.clip(served_rows, 0, None)]
+    # origin is row * width + column of the renumbered table: back to the previous rows.
+    # Most entries stayed where they were: their rows are copied whole, the rest gathered.
+    in_place = served_origin == (np.arange(count)[:, None] * width + np.arange(n)[None, :])
+    moved = keep & ~in_place
+    origin_moved = served_origin[moved]
+    from_row, from_column = carried[origin_moved // width], origin_moved % width
+    carried_rows = np.flatnonzero(carried >= 0)
     payloads = []
     for part, matrix in ((table[2], lexical), (table[3], names)):
-        pad = np.zeros((old_count, width - n), dtype=np.float32)
-        _, carried_part = renumber(np.concatenate([table[0], reserve[0]], axis=1),
-                                   np.concatenate([np.asarray(part), pad], axis=1),
-                                   mapping, count)
         values = np.zeros(served_rows.shape, dtype=np.float32)
-        values[keep] = carried_part.ravel()[served_origin[keep]]
+        values[carried_rows] = part[carried[carried_rows]]
+        values[~keep] = 0.0
+        values[moved] = np.asarray(part)[from_row, from_column]
         need = valid & ~keep
         sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
         values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))

@@ -22,6 +22,7 @@ import numpy as np
 from .lexical import pair_scores
 from .vector_index import (
     BLOCK,
+    SMALL_SELECTION,
     ApproximateIndex,
     ExactIndex,
     HNSWIndex,
@@ -29,6 +30,7 @@ from .vector_index import (
     VectorIndex,
     default_exact_method,
     recall_at_k,
+    select_topk,
 )
 
 ROWS_FILE = "neighbours.npy"
@@ -54,15 +56,6 @@ RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at eac
 ProgressCallback = Callable[[int, int], None]
 
 
-def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top k of a float32 matrix, best first: (values, column indices)."""
-    import torch
-
-    k = min(k, scores.shape[1])
-    values, indices = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
-    return values.numpy(), indices.numpy()
-
-
 def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
                      method: str = "auto") -> VectorIndex:
     """The index a table of `query_count` rows is computed with. method: "auto" (exact up to
@@ -77,7 +70,8 @@ def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
     if method == "hnsw":
         return HNSWIndex(vectors, ids)
     if method == "exact":  # too few blocks to time every way: the expected fastest
-        method = default_exact_method() if query_count <= 2 * BLOCK else "auto"
+        method = ("numpy" if query_count * len(vectors) <= SMALL_SELECTION
+                  else default_exact_method() if query_count <= 2 * BLOCK else "auto")
     return ExactIndex(vectors, ids, method=method)
 
 
@@ -100,8 +94,25 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
     out_scores = np.zeros((len(query_rows), n), dtype=np.float32)
     if len(cand_rows) == 0 or len(query_rows) == 0:
         return out_rows, out_scores, "none"
-    cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     width = min(n, len(cand_rows))
+    if len(query_rows) * total <= SMALL_SELECTION and (
+            method in ("exact", "numpy")
+            or (method == "auto" and len(query_rows) * len(cand_rows) <= EXACT_PAIRS)):
+        # a few queries: against every vector in place (no copy of the candidates), the
+        # others masked out; exact fp32
+        found_scores = np.asarray(vectors[query_rows], dtype=np.float32) @ \
+            np.asarray(vectors, dtype=np.float32).T
+        found_scores[:, ~np.asarray(candidates, dtype=bool)] = -np.inf
+        found_scores[np.arange(len(query_rows)), query_rows] = -np.inf
+        values, found = select_topk(found_scores, width)
+        order = np.lexsort((found, -values), axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+        found = np.take_along_axis(found, order, axis=1)
+        present = np.isfinite(values)
+        out_rows[:, :width] = np.where(present, found, -1)
+        out_scores[:, :width] = np.where(present, values, 0.0)
+        return out_rows, out_scores, "exact (numpy)"
+    cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     index = vector_index_for(cand_vectors, cand_rows, len(query_rows), method)
     if isinstance(index, ApproximateIndex):
         sample = np.random.default_rng(0).choice(
@@ -136,7 +147,7 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
                                                         replace=False))
     exact, exact_scores, _ = compute_table(vectors, candidates, rows.shape[1], queries=picked,
-                                           method="torch")
+                                           method="numpy")  # exact fp32
     found = np.asarray(rows[picked])
     # the true cosines of what the table holds, not the scores it stored
     true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
@@ -203,30 +214,35 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     stale = ~stored | np.isin(target, changed) | ~candidates[target]
     altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
     rows[stale], scores[stale], origin[stale] = -1, -np.inf, -1
-    others = np.setdiff1d(np.arange(len(vectors)), again)
     new_candidates = changed[candidates[changed]]
-    if len(new_candidates) and len(others):
-        cand_vectors = np.asarray(vectors[new_candidates], dtype=np.float32)
+    extras = np.zeros((len(vectors), 0), dtype=np.float32)
+    if len(new_candidates):
+        extras = np.asarray(vectors, dtype=np.float32) @ \
+            np.asarray(vectors[new_candidates], dtype=np.float32).T
+        extras[new_candidates, np.arange(len(new_candidates))] = -np.inf  # never itself
+        # below the floor an unstored candidate might beat it: not a known entry
+        extras[extras < floor[:, None]] = -np.inf
+    # Only the lists that lost an entry or take a changed candidate in are merged again.
+    takes = np.isfinite(extras).any(axis=1) if extras.shape[1] else \
+        np.zeros(len(vectors), dtype=bool)
+    others = np.setdiff1d(np.flatnonzero(altered | takes), again)
+    altered |= takes
+    if len(others):
         for start in range(0, len(others), BLOCK):
             block = others[start:start + BLOCK]
-            extra = np.asarray(vectors[block], dtype=np.float32) @ cand_vectors.T
+            extra = extras[block]
             extra_rows = np.broadcast_to(new_candidates, extra.shape).astype(np.int32)
-            # below the floor an unstored candidate might beat it: not a known entry
-            extra = np.where((extra_rows == block[:, None]) | (extra < floor[block, None]),
-                             -np.inf, extra).astype(np.float32)
             merged_scores = np.concatenate([scores[block], extra], axis=1)
             merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
             merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
             known = np.isfinite(merged_scores).sum(axis=1)
-            values, columns = _topk(merged_scores, width)
+            values, columns = select_topk(merged_scores, width)
             picked = np.take_along_axis(merged_rows, columns, axis=1)
             order = np.lexsort((picked, -values), axis=1)  # exact ties in row order
             values = np.take_along_axis(values, order, axis=1)
             columns = np.take_along_axis(columns, order, axis=1)
             # more known entries than fit: the list is cut, its floor rises to its last
             floor[block] = np.where(known > width, values[:, -1], floor[block])
-            altered[block] |= (columns >= width).any(axis=1) & \
-                np.isfinite(values).any(axis=1)
             rows[block] = np.take_along_axis(merged_rows, columns, axis=1)
             scores[block] = values
             origin[block] = np.take_along_axis(merged_origin, columns, axis=1)
@@ -256,6 +272,9 @@ def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
     its new row, or -1 where the article is gone."""
     rows = np.full((new_count, old_rows.shape[1]), -1, dtype=np.int32)
     scores = np.zeros((new_count, old_rows.shape[1]), dtype=np.float32)
+    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
+        rows[:len(mapping)], scores[:len(mapping)] = old_rows, old_scores
+        return rows, scores
     kept = np.flatnonzero(mapping >= 0)
     old = np.asarray(old_rows[kept])
     translated = np.where(old >= 0, mapping[np.clip(old, 0, None)], -1)
