@@ -211,52 +211,67 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     floor = np.asarray(old_floor, dtype=np.float32).copy()
     stored = rows >= 0
     target = np.where(stored, rows, 0)
-    stale = ~stored | np.isin(target, changed) | ~candidates[target]
+    is_changed = np.zeros(len(vectors), dtype=bool)
+    is_changed[changed] = True
+    stale = ~stored | is_changed[target] | ~candidates[target]
     altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
     rows[stale], scores[stale], origin[stale] = -1, -np.inf, -1
     new_candidates = changed[candidates[changed]]
-    extras = np.zeros((len(vectors), 0), dtype=np.float32)
-    if len(new_candidates):
-        extras = np.asarray(vectors, dtype=np.float32) @ \
-            np.asarray(vectors[new_candidates], dtype=np.float32).T
-        extras[new_candidates, np.arange(len(new_candidates))] = -np.inf  # never itself
-        # below the floor an unstored candidate might beat it: not a known entry
-        extras[extras < floor[:, None]] = -np.inf
+    is_again = np.zeros(len(vectors), dtype=bool)
+    is_again[again] = True
+    pair_rows, pair_cands, pair_scores, own = _scan_changed(
+        vectors, candidates, floor, again, new_candidates, width)
+    if len(again):
+        rows[again], scores[again], origin[again] = own[0], own[1], -1
+        floor[again] = list_floor(own[1], own[0])
     # Only the lists that lost an entry or take a changed candidate in are merged again.
-    takes = np.isfinite(extras).any(axis=1) if extras.shape[1] else \
-        np.zeros(len(vectors), dtype=bool)
-    others = np.setdiff1d(np.flatnonzero(altered | takes), again)
+    outside = ~is_again[pair_rows]
+    pair_rows, pair_cands, pair_scores = (pair_rows[outside], pair_cands[outside],
+                                          pair_scores[outside])
+    takes = np.zeros(len(vectors), dtype=bool)
+    takes[pair_rows] = True
     altered |= takes
-    if len(others):
-        for start in range(0, len(others), BLOCK):
-            block = others[start:start + BLOCK]
-            extra = extras[block]
-            extra_rows = np.broadcast_to(new_candidates, extra.shape).astype(np.int32)
-            merged_scores = np.concatenate([scores[block], extra], axis=1)
-            merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
-            merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
-            known = np.isfinite(merged_scores).sum(axis=1)
-            values, columns = select_topk(merged_scores, width)
-            picked = np.take_along_axis(merged_rows, columns, axis=1)
-            order = np.lexsort((picked, -values), axis=1)  # exact ties in row order
-            values = np.take_along_axis(values, order, axis=1)
-            columns = np.take_along_axis(columns, order, axis=1)
-            # more known entries than fit: the list is cut, its floor rises to its last
-            floor[block] = np.where(known > width, values[:, -1], floor[block])
-            rows[block] = np.take_along_axis(merged_rows, columns, axis=1)
-            scores[block] = values
-            origin[block] = np.take_along_axis(merged_origin, columns, axis=1)
+    others = np.flatnonzero(altered & ~is_again)
+    by_row = np.argsort(pair_rows, kind="stable")
+    pair_rows, pair_cands, pair_scores = pair_rows[by_row], pair_cands[by_row], \
+        pair_scores[by_row]
+    # each pair's place among its row's pairs, for a padded matrix per block of rows
+    rank = np.arange(len(pair_rows)) - np.searchsorted(pair_rows, pair_rows, side="left")
+    slot = np.full(len(vectors), -1, dtype=np.int64)
+    for start in range(0, len(others), BLOCK * 8):
+        block = others[start:start + BLOCK * 8]
+        slot[block] = np.arange(len(block))
+        mine = slot[pair_rows] >= 0
+        slot[block] = -1
+        wide = int(rank[mine].max()) + 1 if mine.any() else 0
+        extra = np.full((len(block), wide), -np.inf, dtype=np.float32)
+        extra_rows = np.full((len(block), wide), -1, dtype=np.int32)
+        at = np.searchsorted(block, pair_rows[mine])
+        extra[at, rank[mine]] = pair_scores[mine]
+        extra_rows[at, rank[mine]] = pair_cands[mine]
+        merged_scores = np.concatenate([scores[block], extra], axis=1)
+        merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
+        merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
+        known = np.isfinite(merged_scores).sum(axis=1)
+        order = np.lexsort((merged_rows, -merged_scores), axis=1)[:, :width]  # ties: by row
+        values = np.take_along_axis(merged_scores, order, axis=1)
+        # more known entries than fit: the list is cut, its floor rises to its last
+        floor[block] = np.where(known > width, values[:, -1], floor[block])
+        rows[block] = np.take_along_axis(merged_rows, order, axis=1)
+        scores[block] = values
+        origin[block] = np.take_along_axis(merged_origin, order, axis=1)
     gone = ~np.isfinite(scores)
     rows[gone], origin[gone] = -1, -1
     # A list with a floor (more candidates exist than it holds) and at most n entries no
     # longer knows its n-th and next neighbours: searched again, like the changed rows' own
-    # lists. So is an altered list with an exact tie among them: which of two equal scores
-    # comes first is the search's choice, and a merge would not make it the same way.
+    # lists. So is a list merged or scanned anew with a near-tie among them: which of two
+    # equal scores comes first is decided by the last bits of the arithmetic, so such a list
+    # is computed by the search a full build runs.
     short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
     head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
     with np.errstate(invalid="ignore"):
-        tied = altered & (np.abs(np.diff(head, axis=1)) <= TIE).any(axis=1)
-    search = np.union1d(again, np.flatnonzero(short | tied))
+        tied = (altered | is_again) & (np.abs(np.diff(head, axis=1)) <= TIE).any(axis=1)
+    search = np.flatnonzero(short | tied)
     if len(search):
         fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
         rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
@@ -264,6 +279,59 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     empty = rows < 0
     scores[empty] = 0.0
     return rows, scores, floor, origin
+
+
+def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray,
+                  again: np.ndarray, new_candidates: np.ndarray, width: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One pass over every vector against the changed ones, exact fp32: the (row, changed
+    candidate, score) pairs at or above the row's floor, and the top `width` candidates of
+    each row in `again` (rows, scores: its own list, searched anew)."""
+    union = np.union1d(again, new_candidates)
+    as_candidate = np.isin(union, new_candidates)
+    as_query = np.isin(union, again)
+    changed_vectors = np.asarray(vectors[union], dtype=np.float32)
+    best_scores = np.full((len(again), 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(again), 0), -1, dtype=np.int64)
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    # rows per pass: its products and selections stay small (and in numpy)
+    step = int(max(256, min(BLOCK * 8, SMALL_SELECTION // max(len(union), 1))))
+    for start in range(0, len(vectors), step):
+        stop = min(start + step, len(vectors))
+        sims = np.asarray(vectors[start:stop], dtype=np.float32) @ changed_vectors.T
+        inside = (union >= start) & (union < stop)
+        sims[union[inside] - start, np.flatnonzero(inside)] = -np.inf  # never itself
+        if len(new_candidates):
+            sub = sims[:, as_candidate]
+            hit_row, hit_col = np.nonzero(sub >= floor[start:stop, None])
+            pairs.append((hit_row + start, new_candidates[hit_col], sub[hit_row, hit_col]))
+        if len(again):
+            mine = sims[:, as_query].T.copy()
+            mine[:, ~candidates[start:stop]] = -np.inf
+            values, columns = select_topk(mine, min(width, stop - start))
+            best_scores = np.concatenate([best_scores, values], axis=1)
+            best_rows = np.concatenate([best_rows, columns + start], axis=1)
+            if best_scores.shape[1] > width:
+                keep = np.argpartition(-best_scores, width - 1, axis=1)[:, :width]
+                best_scores = np.take_along_axis(best_scores, keep, axis=1)
+                best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    own_rows = np.full((len(again), width), -1, dtype=np.int32)
+    own_scores = np.zeros((len(again), width), dtype=np.float32)
+    if len(again) and best_scores.shape[1]:
+        order = np.lexsort((best_rows, -best_scores), axis=1)  # ties: by row
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_rows = np.take_along_axis(best_rows, order, axis=1)
+        present = np.isfinite(best_scores)
+        own_rows[:, :best_scores.shape[1]] = np.where(present, best_rows, -1)
+        own_scores[:, :best_scores.shape[1]] = np.where(present, best_scores, 0.0)
+    if pairs:
+        pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
+                                                                              strict=True))
+    else:
+        pair_rows = pair_cands = np.zeros(0, dtype=np.int64)
+        pair_scores = np.zeros(0, dtype=np.float32)
+    return (pair_rows.astype(np.int64), pair_cands.astype(np.int32),
+            pair_scores.astype(np.float32), (own_rows, own_scores))
 
 
 def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,

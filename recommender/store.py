@@ -9,13 +9,18 @@
             vectors.npy          float32 (n, d), unit rows, memory-mapped by readers and
                                  searched in place (`vector_index.ExactIndex`): stored once
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
-            lexical.npz          TF-IDF rows (scipy sparse) for the lexical score
+            lexical.npz          TF-IDF rows (scipy sparse, hashed terms) for the lexical score
             names.npz            TF-IDF rows over the names each article mentions
+            lexical_idf.npz      the IDF weights both were weighed with (fitted by `build`)
+            neighbour*.npy       the candidate table (`neighbours`), and its reserve and
+                                 floors, which only the next update reads
         recommender.toml, overrides.json   (configuration and editorial overrides: they live
                                  outside versions so they survive rebuilds)
 
 A writer builds a version under `versions/.tmp-*`, fsyncs it, renames it into place, then
-replaces CURRENT. A crash at any point leaves CURRENT naming a complete version; leftovers are
+replaces CURRENT. An update writes it as the previous version plus its changes: SQLite copied
+and updated by rows, an unchanged vectors.npy shared by a hard link (no version ever writes
+a file in place). A crash at any point leaves CURRENT naming a complete version; leftovers are
 removed by the next writer. Readers keep the files of the version they opened.
 """
 

@@ -202,8 +202,9 @@ def test_lists_with_a_reserve_stay_exact_over_updates_and_search_only_what_lost_
         full_rows, full_scores, _ = real(vectors, candidates, n=n)
         assert np.array_equal(rows[:, :n], full_rows), step
         assert np.allclose(scores[:, :n], full_scores, atol=1e-5), step
-        # the moved rows' own lists, and a few that lost more than their reserve: not all
-        assert 3 <= sum(searched) < 100, (step, searched)
+        # the moved rows' own lists come from one scan; searched again: only the few lists
+        # that lost more than their reserve (or hold the tie), never all
+        assert sum(searched) < 40, (step, searched)
         carried = origin >= 0
         assert (rows[carried] >= 0).all()
 
