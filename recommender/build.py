@@ -357,15 +357,22 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
         rows, scores, method = engine.table(vectors, published, width)
         return (rows, scores, list_floor(scores, rows), np.full(rows.shape, -1, dtype=np.int64),
                 f"full, {method}")
-    carried_rows, carried_scores = renumber(np.concatenate([old[0], reserve[0]], axis=1),
-                                            np.concatenate([old[1], reserve[1]], axis=1),
-                                            mapping, count)
+    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
+        carried_rows = np.full((count, width), -1, dtype=np.int32)
+        carried_scores = np.zeros((count, width), dtype=np.float32)
+        for target, parts in ((carried_rows, (old[0], reserve[0])),
+                              (carried_scores, (old[1], reserve[1]))):
+            target[:len(mapping), :n], target[:len(mapping), n:] = parts
+    else:
+        carried_rows, carried_scores = renumber(np.concatenate([old[0], reserve[0]], axis=1),
+                                                np.concatenate([old[1], reserve[1]], axis=1),
+                                                mapping, count)
     floor = np.full(count, -np.inf, dtype=np.float32)
     kept = np.flatnonzero(mapping >= 0)
     floor[mapping[kept]] = reserve[2][kept]
     rows, scores, floor, origin = update_lists(vectors, published, carried_rows, carried_scores,
                                                floor, changed, n=n, width=width,
-                                               reembedded=embedded)
+                                               reembedded=embedded, in_place=True)
     return rows, scores, floor, origin, "incremental"
 
 

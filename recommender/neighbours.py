@@ -180,7 +180,7 @@ def list_floor(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
                  old_scores: np.ndarray, old_floor: np.ndarray, changed: np.ndarray,
                  n: int = DEFAULT_N, width: int | None = None,
-                 reembedded: np.ndarray | None = None
+                 reembedded: np.ndarray | None = None, in_place: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bring a table with a reserve up to date, its first n columns equal to a full
     recomputation: (rows, scores, floor, origin), `width` (n + reserve) wide.
@@ -195,17 +195,21 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     lists that lost more than their reserve are searched again. origin: for each entry, the
     flat index (row * width + column) of the old entry it was carried from, or -1 when its
     score is new (callers carry per-entry payloads, like lexical scores, through it).
+    in_place: old_rows and old_scores (int32 and float32, `width` wide) may be overwritten.
     """
     width = width or n
     changed = np.unique(np.asarray(changed, dtype=np.int64))
     again = changed if reembedded is None else np.unique(np.asarray(reembedded, dtype=np.int64))
     candidates = np.asarray(candidates, dtype=bool)
-    rows = np.full((len(vectors), width), -1, dtype=np.int32)
-    scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
-    origin = np.full((len(vectors), width), -1, dtype=np.int64)
     old_width = old_rows.shape[1]
     use = min(width, old_width)
-    rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
+    if in_place and old_width == width:
+        rows, scores = old_rows, old_scores
+    else:
+        rows = np.full((len(vectors), width), -1, dtype=np.int32)
+        scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
+        rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
+    origin = np.full((len(vectors), width), -1, dtype=np.int64)
     origin[:, :use] = (np.arange(len(vectors))[:, None] * old_width
                        + np.arange(use)[None, :])
     floor = np.asarray(old_floor, dtype=np.float32).copy()
@@ -270,7 +274,11 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
     head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
     with np.errstate(invalid="ignore"):
-        tied = (altered | is_again) & (np.abs(np.diff(head, axis=1)) <= TIE).any(axis=1)
+        close = np.abs(np.diff(head, axis=1)) <= TIE
+    # a near-tie of two carried scores keeps the order of the search that made them
+    fresh = origin[:, :n + 1] < 0
+    tied = is_again & close.any(axis=1) | \
+        altered & (close & (fresh[:, 1:] | fresh[:, :-1])).any(axis=1)
     search = np.flatnonzero(short | tied)
     if len(search):
         fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
@@ -302,11 +310,11 @@ def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray
         inside = (union >= start) & (union < stop)
         sims[union[inside] - start, np.flatnonzero(inside)] = -np.inf  # never itself
         if len(new_candidates):
-            sub = sims[:, as_candidate]
+            sub = sims if len(new_candidates) == len(union) else sims[:, as_candidate]
             hit_row, hit_col = np.nonzero(sub >= floor[start:stop, None])
             pairs.append((hit_row + start, new_candidates[hit_col], sub[hit_row, hit_col]))
         if len(again):
-            mine = sims[:, as_query].T.copy()
+            mine = (sims if len(again) == len(union) else sims[:, as_query]).T.copy()
             mine[:, ~candidates[start:stop]] = -np.inf
             values, columns = select_topk(mine, min(width, stop - start))
             best_scores = np.concatenate([best_scores, values], axis=1)

@@ -21,6 +21,7 @@ scale", for which is the default and why).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -65,15 +66,15 @@ class VectorIndex(ABC):
 # --------------------------------------------------------------------------- exact
 
 
-# Below this many scores numpy selects the top k itself: a few queries of an update are done
-# before torch (a ~2 s import) would even be loaded.
+# Below this many scores, and while torch is not loaded, numpy selects the top k itself: a few
+# queries of an update are done before torch (a ~1-2 s import) would even be loaded.
 SMALL_SELECTION = 1 << 24
 
 
 def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top k of a float32 matrix, best first: (values, column indices)."""
     k = min(k, scores.shape[1])
-    if scores.size <= SMALL_SELECTION:
+    if scores.size <= SMALL_SELECTION and "torch" not in sys.modules:
         if k < scores.shape[1]:
             part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         else:
