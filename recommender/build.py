@@ -1,8 +1,9 @@
 """Build and update: read articles, embed what changed, publish a new index version.
 
 Both commands write a complete new version and switch to it atomically (see `store`); an
-unchanged article reuses its stored vector (same content hash, same model), so a rebuild costs
-what changed.
+unchanged article reuses its stored vector (same content hash, same model). An update writes
+its version as the previous one plus what changed (`_update_in_place`), so it costs what
+changed; a build refits the TF-IDF weights and writes everything.
 """
 
 from __future__ import annotations

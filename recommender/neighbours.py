@@ -4,11 +4,12 @@ cosine, computed at build time in batched matrix products, so a page lookup is a
 The search goes through `vector_index`: exact (the fastest of bf16 + fp32 re-score, torch,
 numpy and faiss.knn, timed on the first blocks) up to EXACT_PAIRS, an approximate FAISS
 index (HNSW or IVF) beyond; the
-build checks the table's recall against exact search on a sample of rows. An update
-recomputes the rows of changed articles and merges them into everyone else's lists, so the
-newest article enters older articles' lists without a full pass; the lists that lost an
-entry are recomputed, so the table always equals a full recomputation (with exact search;
-with an approximate index, the lists recomputed are as good as its recall).
+build checks the table's recall against exact search on a sample of rows. Each list keeps
+RESERVE entries beyond the n served and a floor; an update scans the changed articles against
+every vector once (their own lists, and the entries other lists take in above their floors),
+so the newest article enters older articles' lists without a full pass, and only a list that
+lost more than its reserve is searched again: the served table always equals a full
+recomputation (with exact search; with an approximate index, as good as its recall).
 """
 
 from __future__ import annotations

@@ -75,12 +75,13 @@ def main() -> None:
                         args.batches, scratch)
         labels = Judgments(*judgment_files("news-stories"))
         print(f"\n{'news-stories (43 judged pages)':<34}{'see also same':>14}"
-              f"{'more related':>13}{'similar P@5':>12}{'R@10':>7}{'tfidf P@5':>10}")
+              f"{'more links':>11}{'more related':>13}{'similar P@5':>12}{'R@10':>7}"
+              f"{'tfidf P@5':>10}")
         for name, path in news.items():
             r = judged_pages(Recommender.open(path, now=CORPUS_END), labels)
             s, more = r["story_retrieval"], r["slots"]["you_may_also_like"]
             print(f"{name:<34}{r['slots']['see_also']['same_story_share']:14.1%}"
-                  f"{more['related_share']:13.1%}"
+                  f"{more['links_per_page']:11.2f}{more['related_share']:13.1%}"
                   f"{s['similar']['precision@min(5,gold)']:12.3f}"
                   f"{s['similar']['recall@10']:7.3f}{s['tfidf']['precision@min(5,gold)']:10.3f}",
                   flush=True)
