@@ -1,8 +1,9 @@
 """Build and update: read articles, embed what changed, publish a new index version.
 
 Both commands write a complete new version and switch to it atomically (see `store`); an
-unchanged article reuses its stored vector (same content hash, same model), so a rebuild costs
-what changed.
+unchanged article reuses its stored vector (same content hash, same model). An update writes
+its version as the previous one plus what changed (`_update_in_place`), so it costs what
+changed; a build refits the TF-IDF weights and writes everything.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .engines import BuildEngine, LocalEngine
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, RemovalRefused
-from .lexical import fit_lexical, fit_names, write_lexical
+from .lexical import LexicalModel, pair_scores, splice_rows, write_lexical
 from .neighbours import (
     DEFAULT_N,
     RECALL_SAMPLE,
+    RESERVE,
     lexical_table,
+    list_floor,
+    read_reserve,
     renumber,
     table_recall,
-    update_table,
+    update_lists,
+    write_reserve,
     write_table,
 )
 from .store import (
@@ -36,8 +41,11 @@ from .store import (
     article_row,
     build_columns,
     crash_point,
+    link_or_copy,
     now_iso,
     storage_errors,
+    update_articles,
+    update_columns,
     write_articles,
     write_columns,
     write_manifest,
@@ -48,6 +56,9 @@ from .text import content_hash, embed_text_for
 # A full build that would remove more than this share of the live index is refused: an
 # empty, header-only or truncated export looks exactly like "every other article is gone".
 MAX_REMOVED_SHARE = 0.2
+# Updates weigh words with the IDF of the last fit until the articles added, changed or
+# removed since then pass this share of the articles it was fitted on; that update refits.
+LEXICAL_REFIT_SHARE = 0.2
 
 
 @dataclass
@@ -130,6 +141,12 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                     f"index was built with model {previous.manifest.model!r}, not "
                     f"{embedder.name!r}: rebuild it with `recommender build` to change models")
             reusable = previous is not None and previous.manifest.model == embedder.name
+            if incremental and previous is not None and reusable:
+                done = _update_in_place(directory, previous, loaded, set(delete), embedder,
+                                        engine, report, lap, progress, neighbours)
+                if done:
+                    report.seconds = round(time.perf_counter() - started, 3)
+                    return report
             previous_articles = previous.all_articles() if previous is not None else []
             articles = _plan(loaded, previous_articles, previous is not None, incremental,
                              set(delete), report, max_removed_share)
@@ -188,21 +205,27 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             columns = build_columns(articles)
             write_columns(tmp, columns)
             lap("vectors and columns")
-            lexical, names = fit_lexical(articles), fit_names(articles)
+            weights, lexical, names = LexicalModel.fit(articles)
             write_lexical(tmp, lexical, names)
+            weights.save(tmp)
             crash_point("columns-written")
             lap("TF-IDF fits")
             table_started = time.perf_counter()
-            rows, scores, report.neighbours_mode = _neighbour_table(
-                previous if reusable else None, articles, vectors, columns.published,
-                set(to_embed), neighbours, engine)
+            new_row = {a.id: i for i, a in enumerate(articles)}
+            mapping = np.array([new_row.get(aid, -1) for aid in previous.ids], dtype=np.int64) \
+                if previous is not None else np.zeros(0, dtype=np.int64)
+            rows, scores, floor, _, report.neighbours_mode = _neighbour_table(
+                previous if reusable else None, mapping, vectors, columns.published,
+                np.array(sorted(to_embed), dtype=np.int64), neighbours, engine)
             lap("candidate table")
-            write_table(tmp, rows, scores, lexical_table(lexical, rows),
-                        lexical_table(names, rows))
+            write_table(tmp, rows[:, :neighbours], scores[:, :neighbours],
+                        lexical_table(lexical, rows[:, :neighbours]),
+                        lexical_table(names, rows[:, :neighbours]))
+            write_reserve(tmp, rows[:, neighbours:], scores[:, neighbours:], floor)
             crash_point("table-written")
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             lap("table TF-IDF scores")
-            recall, sample = table_recall(vectors, columns.published, rows,
+            recall, sample = table_recall(vectors, columns.published, rows[:, :neighbours],
                                           sample=RECALL_SAMPLE if report.neighbours_mode
                                           != "incremental" else RECALL_SAMPLE // 10)
             report.neighbours_recall = round(recall, 4)
@@ -212,10 +235,12 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             write_manifest(tmp, Manifest(
                 model=embedder.name, dimension=dim, count=len(articles), built_at=now_iso(),
                 version=name, published_count=report.published,
-                extra={"neighbours": int(rows.shape[1]),
+                extra={"neighbours": neighbours,
                        "neighbours_method": report.neighbours_mode,
                        "neighbours_recall": report.neighbours_recall,
-                       "neighbours_recall_sample": sample}))
+                       "neighbours_recall_sample": sample,
+                       "lexical_fitted_on": weights.fitted,
+                       "lexical_changed_since_fit": 0}))
             crash_point("manifest-written")
             directory.publish(name, tmp)
             report.version = name
@@ -308,32 +333,212 @@ def _plan(loaded: LoadReport, previous_articles: list[Article], has_previous: bo
 INCREMENTAL_LIMIT = 0.2
 
 
-def _neighbour_table(previous: IndexVersion | None, articles: list[Article],
-                     vectors: np.ndarray, published: np.ndarray, embedded: set[int], n: int,
-                     engine: BuildEngine) -> tuple[np.ndarray, np.ndarray, str]:
-    """The candidate table of the new version: merged into the previous one when few rows
-    changed (here: it is cheap), else computed in full by the engine."""
-    old = previous.neighbour_table() if previous is not None else None  # (rows, scores, _)
-    if old is None or old[0].shape[1] != n:
-        rows, scores, method = engine.table(vectors, published, n)
-        return rows, scores, f"full, {method}"
-    old_published = previous.columns.published if previous is not None else None
-    assert previous is not None and old_published is not None
-    new_row = {a.id: i for i, a in enumerate(articles)}
-    mapping = np.array([new_row.get(aid, -1) for aid in previous.ids], dtype=np.int64)
-    # Changed: re-embedded, or newly a candidate (published now, not before).
-    was_published = np.zeros(len(articles), dtype=bool)
+def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
+                     published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The candidate table of the new version, n + RESERVE wide: (rows, scores, floors,
+    origins, how). Merged into the previous one's lists when few rows changed, else computed
+    in full by the engine. mapping: each previous row's new row (-1: gone); embedded: the
+    rows with a new vector. origins: see `neighbours.update_lists` (-1 throughout for a
+    full computation)."""
+    width = n + RESERVE
+    count = len(vectors)
+    old = previous.neighbour_table() if previous is not None else None
+    reserve = read_reserve(previous.path) if previous is not None else None
+    changed = np.zeros(0, dtype=np.int64)
+    if old is not None and reserve is not None and old[0].shape[1] == n \
+            and reserve[0].shape[1] == RESERVE and previous is not None:
+        # Changed: re-embedded, or newly a candidate (published now, not before).
+        was_published = np.zeros(count, dtype=bool)
+        kept = np.flatnonzero(mapping >= 0)
+        was_published[mapping[kept]] = previous.columns.published[kept]
+        changed = np.union1d(embedded, np.flatnonzero(published & ~was_published))
+    if old is None or reserve is None or old[0].shape[1] != n or \
+            reserve[0].shape[1] != RESERVE or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
+        rows, scores, method = engine.table(vectors, published, width)
+        return (rows, scores, list_floor(scores, rows), np.full(rows.shape, -1, dtype=np.int64),
+                f"full, {method}")
+    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
+        carried_rows = np.full((count, width), -1, dtype=np.int32)
+        carried_scores = np.zeros((count, width), dtype=np.float32)
+        for target, parts in ((carried_rows, (old[0], reserve[0])),
+                              (carried_scores, (old[1], reserve[1]))):
+            target[:len(mapping), :n], target[:len(mapping), n:] = parts
+    else:
+        carried_rows, carried_scores = renumber(np.concatenate([old[0], reserve[0]], axis=1),
+                                                np.concatenate([old[1], reserve[1]], axis=1),
+                                                mapping, count)
+    floor = np.full(count, -np.inf, dtype=np.float32)
     kept = np.flatnonzero(mapping >= 0)
-    was_published[mapping[kept]] = old_published[kept]
-    changed = np.array(sorted(embedded | set(np.flatnonzero(published & ~was_published)
-                                             .tolist())), dtype=np.int64)
-    if len(changed) > INCREMENTAL_LIMIT * max(len(articles), 1):
-        rows, scores, method = engine.table(vectors, published, n)
-        return rows, scores, f"full, {method}"
-    carried = renumber(old[0], old[1], mapping, len(articles))
-    rows, scores = update_table(vectors, published, carried[0], carried[1], changed, n)
-    return rows, scores, "incremental"
+    floor[mapping[kept]] = reserve[2][kept]
+    rows, scores, floor, origin = update_lists(vectors, published, carried_rows, carried_scores,
+                                               floor, changed, n=n, width=width,
+                                               reembedded=embedded, in_place=True)
+    return rows, scores, floor, origin, "incremental"
 
+
+def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: LoadReport,
+                     delete: set[str], embedder: Embedder, engine: BuildEngine,
+                     report: BuildReport, lap: Callable[[str], None],
+                     progress: ProgressCallback | None, n: int) -> bool:
+    """An update written as the previous version plus what changed: only the incoming
+    articles are read, hashed, weighed and written; the vectors are copied (or shared by a
+    hard link when none changed), SQLite is updated by rows, the columns and TF-IDF rows are
+    spliced, and only the table entries whose scores are new get lexical scores. False (and
+    nothing done) where it does not apply: a version from before format 5, or an update that
+    brings the words' IDF due for a refit (then the whole version is written)."""
+    model = LexicalModel.load(previous.path)
+    reserve = read_reserve(previous.path)
+    if model is None or reserve is None:
+        return False
+    incoming = {a.id: a for a in loaded.articles if a.id not in delete}
+    removed_ids = sorted({d for d in delete if d in previous.position},
+                         key=previous.position.__getitem__)
+    stored = previous.articles_by_id(incoming)
+    changed_articles = [a for a in incoming.values() if a.id not in stored
+                        or article_row(stored[a.id][0], 0, "") != article_row(a, 0, "")]
+    since = int(previous.manifest.extra.get("lexical_changed_since_fit", 0)) \
+        + len(changed_articles) + len(removed_ids)
+    if since > LEXICAL_REFIT_SHARE * max(model.fitted, 1):
+        return False
+    old_count = len(previous.ids)
+    removed_rows = np.array([previous.position[d] for d in removed_ids], dtype=np.int64)
+    keep_old = np.ones(old_count, dtype=bool)
+    keep_old[removed_rows] = False
+    carried_old = np.flatnonzero(keep_old)
+    mapping = np.full(old_count, -1, dtype=np.int64)
+    mapping[carried_old] = np.arange(len(carried_old))
+    added = [a.id for a in changed_articles if a.id not in previous.position]
+    ids = (list(previous.ids) if not len(removed_rows) else
+           [previous.ids[i] for i in carried_old.tolist()]) + added
+    count = len(ids)
+    new_row = {aid: len(carried_old) + i for i, aid in enumerate(added)}
+    fresh_rows = np.array([new_row[a.id] if a.id in new_row
+                           else mapping[previous.position[a.id]] for a in changed_articles],
+                          dtype=np.int64)
+    carried = np.concatenate([carried_old, np.full(len(added), -1, dtype=np.int64)])
+    report.removed = len(removed_ids)
+    report.added = len(added)
+    report.changed = len(changed_articles) - len(added)
+    report.unchanged = count - report.added - report.changed
+    report.withdrawn = sum(1 for a in changed_articles
+                           if a.id in stored and stored[a.id][0].is_published
+                           and not a.is_published)
+    lap("previous version and plan")
+    texts = [embed_text_for(a) for a in changed_articles]
+    hashes = [content_hash(t) for t in texts]
+    to_embed = [i for i, (a, digest) in enumerate(zip(changed_articles, hashes, strict=True))
+                if a.id not in stored or stored[a.id][1] != digest]
+    lap("content hashes")
+    embed_started = time.perf_counter()
+    dim = previous.manifest.dimension
+    fresh = None
+    if to_embed:
+        fresh = engine.embed(embedder, [changed_articles[i].id for i in to_embed],
+                             [texts[i] for i in to_embed], progress=progress)
+        if fresh.shape[1] != dim:
+            raise ModelMismatch(f"index has dimension {dim}, model {embedder.name!r} gives "
+                                f"{fresh.shape[1]}")
+    report.embed_seconds = round(time.perf_counter() - embed_started, 3)
+    report.embedded = len(to_embed)
+    lap("embed")
+
+    name, tmp = directory.new_version_dir()
+    upserts = [(int(row), a, h) for row, a, h in zip(fresh_rows, changed_articles, hashes,
+                                                       strict=True)]
+    update_articles(tmp / "articles.sqlite", previous.path / "articles.sqlite",
+                    removed_rows.tolist(), upserts)
+    crash_point("articles-written")
+    lap("articles.sqlite")
+    embedded_rows = fresh_rows[to_embed] if to_embed else np.zeros(0, dtype=np.int64)
+    if fresh is None and count == old_count and not len(removed_rows):
+        link_or_copy(previous.path / "vectors.npy", tmp / "vectors.npy")
+    else:
+        out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
+                                        shape=(count, dim))
+        if len(removed_rows):
+            out[:len(carried_old)] = previous.vectors[carried_old]
+        else:
+            out[:old_count] = previous.vectors
+        if fresh is not None:
+            out[embedded_rows] = fresh
+        out.flush()
+        del out
+    vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    crash_point("vectors-written")
+    translations = {}
+    if added:  # an older article may translate one that only arrives now
+        translations = {int(mapping[row]): target
+                        for row, target in previous.translations().items()
+                        if mapping[row] >= 0 and target in new_row}
+    columns = update_columns(previous.columns, carried, changed_articles, fresh_rows, ids,
+                             translations)
+    write_columns(tmp, columns)
+    lap("vectors and columns")
+    lexical_rows = carried.copy()
+    lexical_rows[fresh_rows] = -1
+    fresh_words, fresh_names = model.transform(changed_articles)
+    lexical = splice_rows(previous.lexical(), lexical_rows, fresh_words, fresh_rows, count)
+    names = splice_rows(previous.names(), lexical_rows, fresh_names, fresh_rows, count)
+    write_lexical(tmp, lexical, names)
+    model.save(tmp)
+    crash_point("columns-written")
+    lap("TF-IDF fits")
+    table_started = time.perf_counter()
+    rows, scores, floor, origin, report.neighbours_mode = _neighbour_table(
+        previous, mapping, vectors, columns.published, embedded_rows, n, engine)
+    lap("candidate table")
+    served_rows, served_origin = rows[:, :n], origin[:, :n]
+    table = previous.neighbour_table()
+    assert table is not None
+    width = rows.shape[1]
+    touched = np.zeros(count, dtype=bool)
+    touched[fresh_rows] = True
+    # a carried entry keeps its lexical scores unless its article or its candidate changed
+    # text, or it was carried from the reserve (which holds none)
+    valid = served_rows >= 0
+    keep = valid & (served_origin >= 0) & (served_origin % width < n) \
+        & ~touched[:, None] & ~touched[np.clip(served_rows, 0, None)]
+    # origin is row * width + column of the renumbered table: back to the previous rows.
+    # Most entries stayed where they were: their rows are copied whole, the rest gathered.
+    in_place = served_origin == (np.arange(count)[:, None] * width + np.arange(n)[None, :])
+    moved = keep & ~in_place
+    origin_moved = served_origin[moved]
+    from_row, from_column = carried[origin_moved // width], origin_moved % width
+    carried_rows = np.flatnonzero(carried >= 0)
+    payloads = []
+    for part, matrix in ((table[2], lexical), (table[3], names)):
+        values = np.zeros(served_rows.shape, dtype=np.float32)
+        values[carried_rows] = part[carried[carried_rows]]
+        values[~keep] = 0.0
+        values[moved] = np.asarray(part)[from_row, from_column]
+        need = valid & ~keep
+        sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
+        values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))
+        payloads.append(values)
+    write_table(tmp, served_rows, scores[:, :n], payloads[0], payloads[1])
+    write_reserve(tmp, rows[:, n:], scores[:, n:], floor)
+    crash_point("table-written")
+    report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
+    lap("table TF-IDF scores")
+    recall, sample = table_recall(vectors, columns.published, served_rows,
+                                  sample=RECALL_SAMPLE // 10)
+    report.neighbours_recall = round(recall, 4)
+    lap("recall check")
+    report.total = count
+    report.published = int(columns.published.sum())
+    write_manifest(tmp, Manifest(
+        model=embedder.name, dimension=dim, count=count, built_at=now_iso(),
+        version=name, published_count=report.published,
+        extra={"neighbours": n, "neighbours_method": report.neighbours_mode,
+               "neighbours_recall": report.neighbours_recall,
+               "neighbours_recall_sample": sample,
+               "lexical_fitted_on": model.fitted, "lexical_changed_since_fit": since}))
+    crash_point("manifest-written")
+    directory.publish(name, tmp)
+    report.version = name
+    lap("publish")
+    return True
 
 
 def rollback(index: str | Path, to: str | None = None) -> tuple[str, str]:

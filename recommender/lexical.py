@@ -1,55 +1,142 @@
-"""Lexical similarity: TF-IDF over title and body, and over the names the text mentions
-(scikit-learn), stored per version.
+"""Lexical similarity: TF-IDF over title and body, and over the names the text mentions,
+stored per version.
 
-Only article-to-article scores are needed, so the stored artefacts are the L2-normalised
-sparse matrices themselves (`lexical.npz`, `names.npz`, scipy's format, no pickle); the
-vocabularies are not kept.
+Terms are hashed (scikit-learn's HashingVectorizer, 2**20 buckets), so no vocabulary is kept
+and an article never seen by the fit still gets its words: a build fits the IDF weights
+(`LexicalModel.fit`), and an update weighs its new and changed articles with the weights of
+the last fit (`LexicalModel.transform`), leaving every other article's row, and its table
+scores, as they were. The stored artefacts are the L2-normalised sparse rows (`lexical.npz`,
+`names.npz`) and the weights (`lexical_idf.npz`), all numpy/scipy formats, no pickle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize
 
 from .articles import Article
 from .text import lexical_text_for, name_tokens, names_text_for
 
 FILE = "lexical.npz"
 NAMES_FILE = "names.npz"
+IDF_FILE = "lexical_idf.npz"
+FEATURES = 2**20  # hash buckets: collisions are rare at a news site's vocabulary
+MAX_DF = 0.5      # terms in more than half of all articles carry no signal (weight 0)
 
 
-def _fit(texts: list[str], **options: object) -> sp.csr_matrix:
-    """Unit-length TF-IDF rows (sublinear tf; terms in more than half of all articles carry
-    no signal and are dropped)."""
+def _counts(texts: list[str], kind: str) -> sp.csr_matrix:
     if not texts:
-        return sp.csr_matrix((0, 0), dtype=np.float32)
-    vectorizer = TfidfVectorizer(sublinear_tf=True, max_df=0.5 if len(texts) > 20 else 1.0,
-                                 dtype=np.float32, **options)
-    try:
-        matrix = vectorizer.fit_transform(texts)
-    except ValueError:  # empty vocabulary (e.g. only stop-word-like titles, or no names)
-        return sp.csr_matrix((len(texts), 1), dtype=np.float32)
-    return sp.csr_matrix(matrix, dtype=np.float32)
+        return sp.csr_matrix((0, FEATURES), dtype=np.float32)
+    options: dict[str, Any] = ({"strip_accents": "unicode"} if kind == "words"
+                               else {"analyzer": name_tokens})
+    vectorizer = HashingVectorizer(n_features=FEATURES, alternate_sign=False, norm=None,
+                                   dtype=np.float32, **options)
+    return sp.csr_matrix(vectorizer.transform(texts), dtype=np.float32)
 
 
-def fit_lexical(articles: Sequence[Article]) -> sp.csr_matrix:
-    """Word TF-IDF over the title (twice) and the body."""
-    return _fit([lexical_text_for(a) for a in articles], strip_accents="unicode")
+def _idf(counts: sp.csr_matrix) -> np.ndarray:
+    """Smoothed IDF as TfidfVectorizer computes it, 0 for terms in more than MAX_DF of the
+    articles (when there are more than 20)."""
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=FEATURES)
+    idf: np.ndarray = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
+    idf[df == 0] = _unseen(n)
+    if n > 20:
+        idf[df > MAX_DF * n] = 0.0
+    return idf
 
 
-def fit_names(articles: Sequence[Article]) -> sp.csr_matrix:
-    """TF-IDF over the names each article mentions (`text.name_tokens`): people, places and
-    organisations are what reports of one event, and of one saga, have in common."""
-    return _fit([names_text_for(a) for a in articles], analyzer=name_tokens)
+def _weigh(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear tf times idf, rows L2-normalised (an article with no term: a zero row)."""
+    matrix = counts.copy()
+    if matrix.shape[0] == 0:
+        return matrix
+    matrix.data = (1 + np.log(matrix.data)) * idf[matrix.indices]
+    matrix.eliminate_zeros()
+    return sp.csr_matrix(normalize(matrix, norm="l2", copy=False), dtype=np.float32)
+
+
+def _texts(articles: Sequence[Article], kind: str) -> list[str]:
+    if kind == "words":  # the title twice, then the body
+        return [lexical_text_for(a) for a in articles]
+    # names (`text.name_tokens`): people, places and organisations are what reports of one
+    # event, and of one saga, have in common
+    return [names_text_for(a) for a in articles]
+
+
+@dataclass(frozen=True)
+class LexicalModel:
+    """The IDF weights of words and of names, as fitted by the last build on `fitted` articles."""
+
+    words: np.ndarray
+    names: np.ndarray
+    fitted: int
+
+    @classmethod
+    def fit(cls, articles: Sequence[Article]) -> tuple[LexicalModel, sp.csr_matrix,
+                                                        sp.csr_matrix]:
+        """Fit the weights on these articles: (model, word rows, names rows)."""
+        words, names = _counts(_texts(articles, "words"), "words"), \
+            _counts(_texts(articles, "names"), "names")
+        model = cls(_idf(words), _idf(names), len(articles))
+        return model, _weigh(words, model.words), _weigh(names, model.names)
+
+    def transform(self, articles: Sequence[Article]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Rows of (new or changed) articles weighed with the fitted weights."""
+        return (_weigh(_counts(_texts(articles, "words"), "words"), self.words),
+                _weigh(_counts(_texts(articles, "names"), "names"), self.names))
+
+    def save(self, directory: Path) -> None:
+        """Only the weights of terms seen by the fit are stored: every other bucket has the
+        weight of a term in no article, which the fitted count gives."""
+        arrays: dict[str, Any] = {"fitted": np.array(self.fitted)}
+        for kind, idf in (("words", self.words), ("names", self.names)):
+            seen = np.flatnonzero(idf != _unseen(self.fitted)).astype(np.int32)
+            arrays[f"{kind}_terms"], arrays[f"{kind}_idf"] = seen, idf[seen]
+        np.savez(directory / IDF_FILE, **arrays)
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalModel | None:
+        """The weights a version was written with, or None (a version from before them)."""
+        if not (directory / IDF_FILE).is_file():
+            return None
+        with np.load(directory / IDF_FILE, allow_pickle=False) as data:
+            fitted = int(data["fitted"])
+            weights = []
+            for kind in ("words", "names"):
+                idf = np.full(FEATURES, _unseen(fitted), dtype=np.float32)
+                idf[data[f"{kind}_terms"]] = data[f"{kind}_idf"]
+                weights.append(idf)
+        return cls(weights[0], weights[1], fitted)
+
+
+def _unseen(n: int) -> np.float32:
+    """The weight of a term in none of n articles."""
+    return np.float32(np.log(1 + n) + 1)
 
 
 def write_lexical(directory: Path, matrix: sp.csr_matrix, names: sp.csr_matrix) -> None:
     sp.save_npz(directory / FILE, matrix, compressed=False)
     sp.save_npz(directory / NAMES_FILE, names, compressed=False)
+
+
+def splice_rows(old: sp.csr_matrix, old_rows: np.ndarray, fresh: sp.csr_matrix,
+                fresh_rows: np.ndarray, count: int) -> sp.csr_matrix:
+    """A matrix of `count` rows: row old_rows[i] of `old` for each carried row i (-1: not
+    carried), and fresh's rows at fresh_rows."""
+    carried = np.flatnonzero(old_rows >= 0)
+    stacked = sp.vstack([old[old_rows[carried]], fresh], format="csr", dtype=np.float32)
+    order = np.empty(count, dtype=np.int64)
+    order[carried] = np.arange(len(carried))
+    order[np.asarray(fresh_rows, dtype=np.int64)] = len(carried) + np.arange(fresh.shape[0])
+    return sp.csr_matrix(stacked[order], dtype=np.float32)
 
 
 def pair_scores(matrix: sp.csr_matrix, first: np.ndarray, second: np.ndarray,

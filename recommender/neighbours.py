@@ -4,11 +4,12 @@ cosine, computed at build time in batched matrix products, so a page lookup is a
 The search goes through `vector_index`: exact (the fastest of bf16 + fp32 re-score, torch,
 numpy and faiss.knn, timed on the first blocks) up to EXACT_PAIRS, an approximate FAISS
 index (HNSW or IVF) beyond; the
-build checks the table's recall against exact search on a sample of rows. An update
-recomputes the rows of changed articles and merges them into everyone else's lists, so the
-newest article enters older articles' lists without a full pass; the lists that lost an
-entry are recomputed, so the table always equals a full recomputation (with exact search;
-with an approximate index, the lists recomputed are as good as its recall).
+build checks the table's recall against exact search on a sample of rows. Each list keeps
+RESERVE entries beyond the n served and a floor; an update scans the changed articles against
+every vector once (their own lists, and the entries other lists take in above their floors),
+so the newest article enters older articles' lists without a full pass, and only a list that
+lost more than its reserve is searched again: the served table always equals a full
+recomputation (with exact search; with an approximate index, as good as its recall).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from .lexical import pair_scores
 from .vector_index import (
     BLOCK,
+    SMALL_SELECTION,
     ApproximateIndex,
     ExactIndex,
     HNSWIndex,
@@ -29,13 +31,21 @@ from .vector_index import (
     VectorIndex,
     default_exact_method,
     recall_at_k,
+    select_topk,
 )
 
 ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
+RESERVE_ROWS_FILE = "neighbour_reserve.npy"
+RESERVE_SCORES_FILE = "neighbour_reserve_scores.npy"
+FLOOR_FILE = "neighbour_floor.npy"
 DEFAULT_N = 50
+# Entries kept per list beyond the n served: a list that loses up to this many to changed
+# or withdrawn articles is completed from what it holds, without a search.
+RESERVE = 16
+TIE = 1e-6  # scores this close are treated as an exact tie (fp32 sums differ in the last bits)
 # Exact search up to this many query x candidate pairs (a full table of ~140k articles),
 # approximate beyond: exact grows with n², an approximate index with about n log n.
 EXACT_PAIRS = 2 * 10**10
@@ -45,15 +55,6 @@ TUNE_SAMPLE = 500     # queries the effort is tuned on
 RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at each build
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top k of a float32 matrix, best first: (values, column indices)."""
-    import torch
-
-    k = min(k, scores.shape[1])
-    values, indices = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
-    return values.numpy(), indices.numpy()
 
 
 def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
@@ -70,7 +71,8 @@ def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
     if method == "hnsw":
         return HNSWIndex(vectors, ids)
     if method == "exact":  # too few blocks to time every way: the expected fastest
-        method = default_exact_method() if query_count <= 2 * BLOCK else "auto"
+        method = ("numpy" if query_count * len(vectors) <= SMALL_SELECTION
+                  else default_exact_method() if query_count <= 2 * BLOCK else "auto")
     return ExactIndex(vectors, ids, method=method)
 
 
@@ -93,8 +95,25 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
     out_scores = np.zeros((len(query_rows), n), dtype=np.float32)
     if len(cand_rows) == 0 or len(query_rows) == 0:
         return out_rows, out_scores, "none"
-    cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     width = min(n, len(cand_rows))
+    if len(query_rows) * total <= SMALL_SELECTION and (
+            method in ("exact", "numpy")
+            or (method == "auto" and len(query_rows) * len(cand_rows) <= EXACT_PAIRS)):
+        # a few queries: against every vector in place (no copy of the candidates), the
+        # others masked out; exact fp32
+        found_scores = np.asarray(vectors[query_rows], dtype=np.float32) @ \
+            np.asarray(vectors, dtype=np.float32).T
+        found_scores[:, ~np.asarray(candidates, dtype=bool)] = -np.inf
+        found_scores[np.arange(len(query_rows)), query_rows] = -np.inf
+        values, found = select_topk(found_scores, width)
+        order = np.lexsort((found, -values), axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+        found = np.take_along_axis(found, order, axis=1)
+        present = np.isfinite(values)
+        out_rows[:, :width] = np.where(present, found, -1)
+        out_scores[:, :width] = np.where(present, values, 0.0)
+        return out_rows, out_scores, "exact (numpy)"
+    cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     index = vector_index_for(cand_vectors, cand_rows, len(query_rows), method)
     if isinstance(index, ApproximateIndex):
         sample = np.random.default_rng(0).choice(
@@ -108,7 +127,8 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
         values, found = index.search(np.ascontiguousarray(vectors[block], dtype=np.float32),
                                      width + 1)
         values = np.where(found == block[:, None], -np.inf, values)
-        order = np.argsort(-values, axis=1, kind="stable")[:, :width]
+        # best first, exact ties in row order: the same lists whatever k or block
+        order = np.lexsort((found, -values), axis=1)[:, :width]
         values = np.take_along_axis(values, order, axis=1)
         found = np.take_along_axis(found, order, axis=1)
         present = np.isfinite(values) & (found >= 0)
@@ -128,7 +148,7 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
                                                         replace=False))
     exact, exact_scores, _ = compute_table(vectors, candidates, rows.shape[1], queries=picked,
-                                           method="torch")
+                                           method="numpy")  # exact fp32
     found = np.asarray(rows[picked])
     # the true cosines of what the table holds, not the scores it stored
     true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
@@ -142,47 +162,185 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
                  old_scores: np.ndarray, changed: np.ndarray, n: int = DEFAULT_N
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Bring a table up to date after an update, equal to a full recomputation.
+    """Bring an n-wide table (no reserve) up to date after an update, equal to a full
+    recomputation: `update_lists` with each full list's last score as its floor."""
+    floor = list_floor(old_scores, old_rows)
+    rows, scores, _, _ = update_lists(vectors, candidates, old_rows, old_scores, floor,
+                                      changed, n=n, width=n)
+    return rows, scores
 
-    old_rows/old_scores: the previous table already renumbered to the new rows (-1 where the
-    article is gone, and for rows of new articles). changed: rows whose vector is new or
-    changed, or that became candidates. Their own lists are recomputed, and so is every list
-    that lost an entry (one pointing at a changed row's old score, at an article no longer a
-    candidate, or at one removed): its next neighbour was never stored. Every other list
-    merges in the changed candidates' fresh scores, which is exact for a top-n.
+
+def list_floor(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The floor of freshly searched lists: the last score of a full list (every candidate
+    left out scores no higher), -inf for a list that holds every candidate."""
+    full = rows[:, -1] >= 0 if rows.shape[1] else np.zeros(len(rows), dtype=bool)
+    last = scores[:, -1] if rows.shape[1] else np.zeros(len(rows), dtype=np.float32)
+    return np.where(full, last, -np.inf).astype(np.float32)
+
+
+def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
+                 old_scores: np.ndarray, old_floor: np.ndarray, changed: np.ndarray,
+                 n: int = DEFAULT_N, width: int | None = None,
+                 reembedded: np.ndarray | None = None, in_place: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bring a table with a reserve up to date, its first n columns equal to a full
+    recomputation: (rows, scores, floor, origin), `width` (n + reserve) wide.
+
+    Each list holds, best first, every candidate scoring at least its `floor` (up to `width`
+    of them; floor -inf: the list holds every candidate). old_*: the previous lists renumbered
+    to the new rows (-1 where the article is gone). changed: rows whose vector is new or that
+    became candidates; reembedded (default: changed): rows whose vector is new, whose own
+    lists are searched again. An entry pointing at a changed row or at a row no longer a
+    candidate is dropped; every other list then merges in the changed candidates' exact
+    scores at or above its floor, and stays exact while it holds at least n entries: only
+    lists that lost more than their reserve are searched again. origin: for each entry, the
+    flat index (row * width + column) of the old entry it was carried from, or -1 when its
+    score is new (callers carry per-entry payloads, like lexical scores, through it).
+    in_place: old_rows and old_scores (int32 and float32, `width` wide) may be overwritten.
     """
+    width = width or n
     changed = np.unique(np.asarray(changed, dtype=np.int64))
-    rows, scores = old_rows.copy(), old_scores.copy()
+    again = changed if reembedded is None else np.unique(np.asarray(reembedded, dtype=np.int64))
     candidates = np.asarray(candidates, dtype=bool)
+    old_width = old_rows.shape[1]
+    use = min(width, old_width)
+    if in_place and old_width == width:
+        rows, scores = old_rows, old_scores
+    else:
+        rows = np.full((len(vectors), width), -1, dtype=np.int32)
+        scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
+        rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
+    origin = np.full((len(vectors), width), -1, dtype=np.int64)
+    origin[:, :use] = (np.arange(len(vectors))[:, None] * old_width
+                       + np.arange(use)[None, :])
+    floor = np.asarray(old_floor, dtype=np.float32).copy()
     stored = rows >= 0
     target = np.where(stored, rows, 0)
-    stale = stored & (np.isin(target, changed) | ~candidates[target])
-    rows[stale] = -1
-    # A list should hold min(n, candidates other than the row itself) entries.
-    expected = np.minimum(n, int(candidates.sum()) - candidates.astype(np.int64))
-    short = (rows >= 0).sum(axis=1) < expected
-    recompute = np.union1d(changed, np.flatnonzero(stale.any(axis=1) | short))
-    if len(recompute):
-        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, n, queries=recompute)
-        rows[recompute], scores[recompute] = fresh_rows, fresh_scores
-    others = np.setdiff1d(np.arange(len(vectors)), recompute)
-    scores[rows < 0] = -np.inf
+    is_changed = np.zeros(len(vectors), dtype=bool)
+    is_changed[changed] = True
+    stale = ~stored | is_changed[target] | ~candidates[target]
+    altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
+    rows[stale], scores[stale], origin[stale] = -1, -np.inf, -1
     new_candidates = changed[candidates[changed]]
-    if len(new_candidates) and len(others):
-        cand_vectors = np.asarray(vectors[new_candidates], dtype=np.float32)
-        for start in range(0, len(others), BLOCK):
-            block = others[start:start + BLOCK]
-            extra = np.asarray(vectors[block], dtype=np.float32) @ cand_vectors.T
-            extra_rows = np.broadcast_to(new_candidates, extra.shape).astype(np.int32)
-            extra = np.where(extra_rows == block[:, None], -np.inf, extra).astype(np.float32)
-            merged_scores = np.concatenate([scores[block], extra], axis=1)
-            merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
-            values, columns = _topk(merged_scores, n)
-            rows[block] = np.take_along_axis(merged_rows, columns, axis=1)
-            scores[block] = values
-    empty = ~np.isfinite(scores)
-    rows[empty], scores[empty] = -1, 0.0
-    return rows, scores
+    is_again = np.zeros(len(vectors), dtype=bool)
+    is_again[again] = True
+    pair_rows, pair_cands, pair_scores, own = _scan_changed(
+        vectors, candidates, floor, again, new_candidates, width)
+    if len(again):
+        rows[again], scores[again], origin[again] = own[0], own[1], -1
+        floor[again] = list_floor(own[1], own[0])
+    # Only the lists that lost an entry or take a changed candidate in are merged again.
+    outside = ~is_again[pair_rows]
+    pair_rows, pair_cands, pair_scores = (pair_rows[outside], pair_cands[outside],
+                                          pair_scores[outside])
+    takes = np.zeros(len(vectors), dtype=bool)
+    takes[pair_rows] = True
+    altered |= takes
+    others = np.flatnonzero(altered & ~is_again)
+    by_row = np.argsort(pair_rows, kind="stable")
+    pair_rows, pair_cands, pair_scores = pair_rows[by_row], pair_cands[by_row], \
+        pair_scores[by_row]
+    # each pair's place among its row's pairs, for a padded matrix per block of rows
+    rank = np.arange(len(pair_rows)) - np.searchsorted(pair_rows, pair_rows, side="left")
+    slot = np.full(len(vectors), -1, dtype=np.int64)
+    for start in range(0, len(others), BLOCK * 8):
+        block = others[start:start + BLOCK * 8]
+        slot[block] = np.arange(len(block))
+        mine = slot[pair_rows] >= 0
+        slot[block] = -1
+        wide = int(rank[mine].max()) + 1 if mine.any() else 0
+        extra = np.full((len(block), wide), -np.inf, dtype=np.float32)
+        extra_rows = np.full((len(block), wide), -1, dtype=np.int32)
+        at = np.searchsorted(block, pair_rows[mine])
+        extra[at, rank[mine]] = pair_scores[mine]
+        extra_rows[at, rank[mine]] = pair_cands[mine]
+        merged_scores = np.concatenate([scores[block], extra], axis=1)
+        merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
+        merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
+        known = np.isfinite(merged_scores).sum(axis=1)
+        order = np.lexsort((merged_rows, -merged_scores), axis=1)[:, :width]  # ties: by row
+        values = np.take_along_axis(merged_scores, order, axis=1)
+        # more known entries than fit: the list is cut, its floor rises to its last
+        floor[block] = np.where(known > width, values[:, -1], floor[block])
+        rows[block] = np.take_along_axis(merged_rows, order, axis=1)
+        scores[block] = values
+        origin[block] = np.take_along_axis(merged_origin, order, axis=1)
+    gone = ~np.isfinite(scores)
+    rows[gone], origin[gone] = -1, -1
+    # A list with a floor (more candidates exist than it holds) and at most n entries no
+    # longer knows its n-th and next neighbours: searched again, like the changed rows' own
+    # lists. So is a list merged or scanned anew with a near-tie among them: which of two
+    # equal scores comes first is decided by the last bits of the arithmetic, so such a list
+    # is computed by the search a full build runs.
+    short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
+    head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(np.diff(head, axis=1)) <= TIE
+    # a near-tie of two carried scores keeps the order of the search that made them
+    fresh = origin[:, :n + 1] < 0
+    tied = is_again & close.any(axis=1) | \
+        altered & (close & (fresh[:, 1:] | fresh[:, :-1])).any(axis=1)
+    search = np.flatnonzero(short | tied)
+    if len(search):
+        fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
+        rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
+        floor[search] = list_floor(fresh_scores, fresh_rows)
+    empty = rows < 0
+    scores[empty] = 0.0
+    return rows, scores, floor, origin
+
+
+def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray,
+                  again: np.ndarray, new_candidates: np.ndarray, width: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One pass over every vector against the changed ones, exact fp32: the (row, changed
+    candidate, score) pairs at or above the row's floor, and the top `width` candidates of
+    each row in `again` (rows, scores: its own list, searched anew)."""
+    union = np.union1d(again, new_candidates)
+    as_candidate = np.isin(union, new_candidates)
+    as_query = np.isin(union, again)
+    changed_vectors = np.asarray(vectors[union], dtype=np.float32)
+    best_scores = np.full((len(again), 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(again), 0), -1, dtype=np.int64)
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    # rows per pass: its products and selections stay small (and in numpy)
+    step = int(max(256, min(BLOCK * 8, SMALL_SELECTION // max(len(union), 1))))
+    for start in range(0, len(vectors), step):
+        stop = min(start + step, len(vectors))
+        sims = np.asarray(vectors[start:stop], dtype=np.float32) @ changed_vectors.T
+        inside = (union >= start) & (union < stop)
+        sims[union[inside] - start, np.flatnonzero(inside)] = -np.inf  # never itself
+        if len(new_candidates):
+            sub = sims if len(new_candidates) == len(union) else sims[:, as_candidate]
+            hit_row, hit_col = np.nonzero(sub >= floor[start:stop, None])
+            pairs.append((hit_row + start, new_candidates[hit_col], sub[hit_row, hit_col]))
+        if len(again):
+            mine = (sims if len(again) == len(union) else sims[:, as_query]).T.copy()
+            mine[:, ~candidates[start:stop]] = -np.inf
+            values, columns = select_topk(mine, min(width, stop - start))
+            best_scores = np.concatenate([best_scores, values], axis=1)
+            best_rows = np.concatenate([best_rows, columns + start], axis=1)
+            if best_scores.shape[1] > width:
+                keep = np.argpartition(-best_scores, width - 1, axis=1)[:, :width]
+                best_scores = np.take_along_axis(best_scores, keep, axis=1)
+                best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    own_rows = np.full((len(again), width), -1, dtype=np.int32)
+    own_scores = np.zeros((len(again), width), dtype=np.float32)
+    if len(again) and best_scores.shape[1]:
+        order = np.lexsort((best_rows, -best_scores), axis=1)  # ties: by row
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_rows = np.take_along_axis(best_rows, order, axis=1)
+        present = np.isfinite(best_scores)
+        own_rows[:, :best_scores.shape[1]] = np.where(present, best_rows, -1)
+        own_scores[:, :best_scores.shape[1]] = np.where(present, best_scores, 0.0)
+    if pairs:
+        pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
+                                                                              strict=True))
+    else:
+        pair_rows = pair_cands = np.zeros(0, dtype=np.int64)
+        pair_scores = np.zeros(0, dtype=np.float32)
+    return (pair_rows.astype(np.int64), pair_cands.astype(np.int32),
+            pair_scores.astype(np.float32), (own_rows, own_scores))
 
 
 def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
@@ -191,6 +349,9 @@ def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
     its new row, or -1 where the article is gone."""
     rows = np.full((new_count, old_rows.shape[1]), -1, dtype=np.int32)
     scores = np.zeros((new_count, old_rows.shape[1]), dtype=np.float32)
+    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
+        rows[:len(mapping)], scores[:len(mapping)] = old_rows, old_scores
+        return rows, scores
     kept = np.flatnonzero(mapping >= 0)
     old = np.asarray(old_rows[kept])
     translated = np.where(old >= 0, mapping[np.clip(old, 0, None)], -1)
@@ -215,6 +376,24 @@ def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
     np.save(directory / SCORES_FILE, scores.astype(np.float32))
     np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
     np.save(directory / NAMES_FILE, names.astype(np.float32))
+
+
+def write_reserve(directory: Path, rows: np.ndarray, scores: np.ndarray,
+                  floor: np.ndarray) -> None:
+    """The columns kept beyond the n served (readers never open them) and each list's
+    floor: what lets the next update complete a list without searching again."""
+    np.save(directory / RESERVE_ROWS_FILE, rows.astype(np.int32))
+    np.save(directory / RESERVE_SCORES_FILE, scores.astype(np.float32))
+    np.save(directory / FLOOR_FILE, floor.astype(np.float32))
+
+
+def read_reserve(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(reserve rows, reserve scores, floors), or None for a version written without them."""
+    if not (directory / FLOOR_FILE).is_file():
+        return None
+    rows, scores, floor = (np.load(directory / name, allow_pickle=False) for name in
+                           (RESERVE_ROWS_FILE, RESERVE_SCORES_FILE, FLOOR_FILE))
+    return rows, scores, floor
 
 
 # (candidate rows, cosines, word TF-IDF cosines, names TF-IDF cosines)

@@ -9,13 +9,18 @@
             vectors.npy          float32 (n, d), unit rows, memory-mapped by readers and
                                  searched in place (`vector_index.ExactIndex`): stored once
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
-            lexical.npz          TF-IDF rows (scipy sparse) for the lexical score
+            lexical.npz          TF-IDF rows (scipy sparse, hashed terms) for the lexical score
             names.npz            TF-IDF rows over the names each article mentions
+            lexical_idf.npz      the IDF weights both were weighed with (fitted by `build`)
+            neighbour*.npy       the candidate table (`neighbours`), and its reserve and
+                                 floors, which only the next update reads
         recommender.toml, overrides.json   (configuration and editorial overrides: they live
                                  outside versions so they survive rebuilds)
 
 A writer builds a version under `versions/.tmp-*`, fsyncs it, renames it into place, then
-replaces CURRENT. A crash at any point leaves CURRENT naming a complete version; leftovers are
+replaces CURRENT. An update writes it as the previous version plus its changes: SQLite copied
+and updated by rows, an unchanged vectors.npy shared by a hard link (no version ever writes
+a file in place). A crash at any point leaves CURRENT naming a complete version; leftovers are
 removed by the next writer. Readers keep the files of the version they opened.
 """
 
@@ -47,7 +52,10 @@ from .neighbours import Table, read_table
 from .text import normalised_title
 from .vector_index import ExactIndex
 
-FORMAT_VERSION = 4  # 2: columns, lexical scores; 3: precomputed candidate table; 4: names
+# 2: columns, lexical scores; 3: precomputed candidate table; 4: names; 5: hashed TF-IDF with
+# its weights, and the table's reserve (files readers never open)
+FORMAT_VERSION = 5
+READABLE_FORMATS = (4, 5)  # a reader serves 4 as it did; an update of one rebuilds in full
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 # What a truncated or garbled .npy/.npz raises when it is read.
 READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
@@ -340,6 +348,43 @@ def write_articles(path: Path, articles: Sequence[Article], hashes: Sequence[str
         conn.close()
 
 
+def update_articles(path: Path, previous: Path, removed: Sequence[int],
+                    upserts: Sequence[tuple[int, Article, str]]) -> None:
+    """articles.sqlite of a new version written as the previous one plus the changes: a copy
+    of its file, the removed rows (previous positions) deleted, the rows after them moved up,
+    then the (new position, article, content hash) rows written."""
+    shutil.copyfile(previous, path)
+    conn = sqlite3.connect(path)
+    try:
+        # a half-written version is discarded whole, so the copy needs no journal
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        if removed:
+            gone = sorted(set(int(p) for p in removed))
+            conn.executemany("DELETE FROM articles WHERE pos = ?", [(p,) for p in gone])
+            # in ascending order every row moves into a place already free
+            moves = conn.execute("SELECT pos FROM articles WHERE pos > ? ORDER BY pos",
+                                 (gone[0],)).fetchall()
+            shift = np.searchsorted(np.array(gone), [m[0] for m in moves])
+            conn.executemany("UPDATE articles SET pos = ? WHERE pos = ?",
+                             [(m[0] - int(k), m[0]) for m, k in zip(moves, shift, strict=True)])
+        conn.executemany(f"INSERT OR REPLACE INTO articles ({ARTICLE_COLUMNS}) VALUES "
+                         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (article_row(a, pos, h) for pos, a, h in upserts))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A file unchanged since the previous version, shared with it by a hard link (copied
+    where links are not possible). Versions never write a file in place, so sharing is safe."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def write_vectors(directory: Path, vectors: np.ndarray) -> None:
     np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
 
@@ -415,6 +460,86 @@ def build_columns(articles: Sequence[Article]) -> Columns:
         tag_codes=np.array(tag_codes, dtype=np.int32),
         **{name: list(tables[name]) for name in Columns.TABLES},
     )
+
+
+def update_columns(old: Columns, carried: np.ndarray, fresh: Sequence[Article],
+                   fresh_rows: np.ndarray, ids: Sequence[str],
+                   translations: dict[int, str] | None = None) -> Columns:
+    """The columns of a new version from the previous one's: row i carries row carried[i] of
+    `old` (-1: not carried), and the articles `fresh` land at `fresh_rows`. ids: every row's
+    article id; translations: carried rows whose `translation_of` may name an article that
+    was not there before (new position -> that id). Equal to `build_columns` of the whole
+    list up to the numbering of the codes."""
+    count = len(ids)
+    new = build_columns(fresh)
+    fresh_rows = np.asarray(fresh_rows, dtype=np.int64)
+    keep = np.flatnonzero(carried >= 0)
+    source = carried[keep]
+    data: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
+    # string tables: the previous codes, then the new values; unused ones are dropped below
+    remaps: dict[str, np.ndarray] = {}
+    for column, table in (("language", "languages"), ("section", "sections"),
+                          ("story", "stories"), ("tags", "tags")):
+        values = list(getattr(old, table))
+        known = {v: i for i, v in enumerate(values)}
+        for value in getattr(new, table):
+            known.setdefault(value, len(known))
+        tables[table] = list(known)
+        remaps[column] = np.array([known[v] for v in getattr(new, table)], dtype=np.int32)
+    for name in ("published", "timestamp", "language", "section", "story", "paywalled",
+                 "title_key", "body_key"):
+        old_values = getattr(old, name)
+        out = np.zeros(count, dtype=old_values.dtype)
+        out[keep] = old_values[source]
+        values = getattr(new, name)
+        if name in remaps:
+            values = np.append(remaps[name], -1)[values]  # -1 (none) stays -1
+        out[fresh_rows] = values
+        data[name] = out
+    # original: a carried row's original moves with it (or is gone); a fresh row's is looked
+    # up by id, and so is a carried row's whose original was not in the previous version
+    old_to_new = np.full(len(old.published), -1, dtype=np.int64)
+    old_to_new[source] = keep
+    original = np.full(count, -1, dtype=np.int64)
+    pointed = old.original[source]
+    original[keep] = np.where(pointed >= 0, old_to_new[np.clip(pointed, 0, None)], -1)
+    position = {aid: i for i, aid in enumerate(ids)}
+    for row, article in zip(fresh_rows.tolist(), fresh, strict=True):
+        original[row] = position.get(str(article.metadata.get("translation_of")), -1)
+    for row, target in (translations or {}).items():
+        original[row] = position.get(target, original[row])
+    data["original"] = original
+    # tags: each row's run of codes, carried or fresh, in row order
+    lengths = np.zeros(count, dtype=np.int64)
+    lengths[keep] = np.diff(old.tag_indptr)[source]
+    lengths[fresh_rows] = np.diff(new.tag_indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    codes = np.zeros(int(indptr[-1]), dtype=np.int32)
+    starts = np.zeros(count, dtype=np.int64)
+    starts[keep] = old.tag_indptr[source]
+    pool = old.tag_codes
+    fresh_codes = remaps["tags"][new.tag_codes] if len(new.tag_codes) else \
+        np.zeros(0, dtype=np.int32)
+    offset = len(pool)
+    starts[fresh_rows] = offset + new.tag_indptr[:-1]
+    everything = np.concatenate([pool, fresh_codes]).astype(np.int32)
+    if len(codes):
+        within = np.arange(len(codes)) - np.repeat(indptr[:-1], lengths)
+        codes = everything[np.repeat(starts, lengths) + within]
+    data["tag_indptr"], data["tag_codes"] = indptr, codes
+    # drop the values no row uses any more, as a build of the whole list would
+    for column, table in (("language", "languages"), ("section", "sections"),
+                          ("story", "stories"), ("tags", "tags")):
+        used_codes = data["tag_codes"] if column == "tags" else data[column]
+        used = np.unique(used_codes[used_codes >= 0])
+        renumbered = np.full(len(tables[table]) + 1, -1, dtype=np.int32)
+        renumbered[used] = np.arange(len(used), dtype=np.int32)
+        target = "tag_codes" if column == "tags" else column
+        values = data[target]
+        data[target] = np.where(values >= 0, renumbered[values], -1).astype(np.int32)
+        tables[table] = [tables[table][i] for i in used.tolist()]
+    return Columns(**data, **tables)
 
 
 def _text_key(text: str) -> int:
@@ -575,6 +700,27 @@ class IndexVersion:
         return {row[0]: (row[1], row[2])
                 for row in self.query("SELECT id, pos, content_hash FROM articles")}
 
+    def articles_by_id(self, ids: Iterable[str]) -> dict[str, tuple[Article, str]]:
+        """(article, content hash) of each of these ids the version holds."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, tuple[Article, str]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            for row in self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE id IN "
+                                  f"({','.join('?' * len(chunk))})", chunk):
+                out[row[1]] = (article_from_row(row), row[-1])
+        return out
+
+    def translations(self) -> dict[int, str]:
+        """Row -> the id its `translation_of` names, for the articles that have one."""
+        out = {}
+        for pos, metadata in self.query("SELECT pos, metadata FROM articles "
+                                        "WHERE metadata LIKE '%translation_of%'"):
+            target = json.loads(metadata).get("translation_of")
+            if target is not None:
+                out[int(pos)] = str(target)
+        return out
+
     def all_articles(self) -> list[Article]:
         return [article_from_row(r) for r in
                 self.query(f"SELECT {ARTICLE_COLUMNS} FROM articles ORDER BY pos")]
@@ -597,7 +743,7 @@ def read_manifest(path: Path) -> Manifest:
         raise IndexCorrupt(f"missing {file}") from None
     except (OSError, ValueError) as exc:
         raise IndexCorrupt(f"cannot read {file}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or data.get("format_version") not in READABLE_FORMATS:
         raise IndexCorrupt(f"{file}: unsupported index format "
                            f"{data.get('format_version') if isinstance(data, dict) else data!r} "
                            f"(this version reads {FORMAT_VERSION}); rebuild the index")

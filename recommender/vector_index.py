@@ -21,6 +21,7 @@ scale", for which is the default and why).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -68,6 +69,28 @@ class VectorIndex(ABC):
 # --------------------------------------------------------------------------- exact
 
 
+# Below this many scores, and while torch is not loaded, numpy selects the top k itself: a few
+# queries of an update are done before torch (a ~1-2 s import) would even be loaded.
+SMALL_SELECTION = 1 << 24
+
+
+def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top k of a float32 matrix, best first: (values, column indices)."""
+    k = min(k, scores.shape[1])
+    if scores.size <= SMALL_SELECTION and "torch" not in sys.modules:
+        if k < scores.shape[1]:
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        values = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
+    import torch
+
+    values, indices = _topk(torch.from_numpy(np.ascontiguousarray(scores)), k)
+    return values.numpy(), indices.numpy()
+
+
 def _topk(scores: Any, k: int) -> tuple[Any, Any]:
     import torch
 
@@ -103,9 +126,9 @@ class ExactIndex(VectorIndex):
     def _candidates_for(self, method: str) -> Any:
         """The indexed vectors in the form a method wants, converted once."""
         if method not in self._cache:
-            import torch
-
             dense = np.ascontiguousarray(self.vectors, dtype=np.float32)
+            if method in ("bf16", "torch"):
+                import torch
             if method == "bf16":
                 self._cache[method] = (torch.from_numpy(dense).to(torch.bfloat16),
                                        torch.from_numpy(dense))
@@ -116,8 +139,6 @@ class ExactIndex(VectorIndex):
         return self._cache[method]
 
     def _block(self, method: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
         if method == "faiss":
             import faiss
 
@@ -125,9 +146,10 @@ class ExactIndex(VectorIndex):
                                         metric=faiss.METRIC_INNER_PRODUCT)
             return values.astype(np.float32), columns.astype(np.int64)
         if method == "numpy":
-            values, columns = _topk(torch.from_numpy(queries @ self._candidates_for("numpy").T),
-                                    k)
-            return values.numpy(), columns.numpy().astype(np.int64)
+            values, columns = select_topk(queries @ self._candidates_for("numpy").T, k)
+            return values, columns.astype(np.int64)
+        import torch
+
         query = torch.from_numpy(queries)
         if method == "torch":
             values, columns = _topk(query @ self._candidates_for("torch").T, k)

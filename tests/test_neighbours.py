@@ -167,3 +167,132 @@ def test_an_index_without_a_table_falls_back_to_live_search(tiny_index: Path) ->
     for slot, results in got.items():
         for r, e in zip(results, expected[slot], strict=True):
             assert r.score == pytest.approx(e.score, abs=1e-5)
+
+
+def test_lists_with_a_reserve_stay_exact_over_updates_and_search_only_what_lost_too_much(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import recommender.neighbours as neighbours
+
+    searched: list[int] = []
+    real = neighbours.compute_table
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        queries = kwargs.get("queries")
+        searched.append(len(args[0]) if queries is None else len(queries))
+        return real(*args, **kwargs)
+
+    rng = np.random.default_rng(8)
+    n, width = 10, 14
+    vectors = random_unit(400, 16, 6)
+    vectors[201] = vectors[200]  # an exact tie, which a merge must not order its own way
+    candidates = np.ones(400, dtype=bool)
+    rows, scores, _ = compute_table(vectors, candidates, n=width)
+    floor = neighbours.list_floor(scores, rows)
+    monkeypatch.setattr(neighbours, "compute_table", counting)
+    for step in range(8):
+        searched.clear()
+        moved = rng.choice(400, size=3, replace=False)
+        vectors[moved] = random_unit(3, 16, 20 + step)
+        flip = rng.choice(400, size=3, replace=False)
+        candidates[flip] = ~candidates[flip]
+        back = flip[candidates[flip]]  # published again, same vector: not searched itself
+        rows, scores, floor, origin = neighbours.update_lists(
+            vectors, candidates, rows, scores, floor, np.union1d(moved, back), n=n,
+            width=width, reembedded=moved)
+        full_rows, full_scores, _ = real(vectors, candidates, n=n)
+        assert np.array_equal(rows[:, :n], full_rows), step
+        assert np.allclose(scores[:, :n], full_scores, atol=1e-5), step
+        # the moved rows' own lists come from one scan; searched again: only the few lists
+        # that lost more than their reserve (or hold the tie), never all
+        assert sum(searched) < 40, (step, searched)
+        carried = origin >= 0
+        assert (rows[carried] >= 0).all()
+
+
+def test_a_metadata_only_update_searches_no_list() -> None:
+    import recommender.neighbours as neighbours
+
+    vectors = random_unit(300, 16, 9)
+    candidates = np.ones(300, dtype=bool)
+    candidates[5] = False
+    rows, scores, _ = compute_table(vectors, candidates, n=14)
+    floor = neighbours.list_floor(scores, rows)
+    candidates[5] = True  # published now; its vector is the one stored
+    new_rows, _, _, origin = neighbours.update_lists(
+        vectors, candidates, rows, scores, floor, np.array([5]), n=10, width=14,
+        reembedded=np.zeros(0, dtype=np.int64))
+    full_rows, _, _ = compute_table(vectors, candidates, n=10)
+    assert np.array_equal(new_rows[:, :10], full_rows)
+    # every list kept its entries and at most took article 5 in: nothing was searched again
+    assert ((origin >= 0) | (new_rows == 5) | (new_rows < 0)).all()
+
+
+def test_updates_by_rows_give_the_version_a_full_build_gives(
+        tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+    from recommender.store import build_columns
+
+    extra = [{"id": f"x{i}", "title": f"Filler story number {i}", "tags": [f"tag{i % 3}"],
+              "section": f"s{i % 4}", "body": f"unrelated filler words {i} " * 3,
+              **({"metadata": {"translation_of": f"x{i + 1}"}} if i % 10 == 0 else {})}
+             for i in range(40)]
+    records = tiny_records + extra[:30]
+    a = tmp_path / "updated"
+    build_index(a, records, embedder=HashingEmbedder(64))
+    merged = {r["id"]: r for r in records}
+    updates = [
+        [dict(tiny_records[6], body="Markets rallied after the bank paused."), *extra[30:35]],
+        [dict(tiny_records[1], status="draft", tags=["new tag"], section="Elsewhere")],
+        [dict(extra[3], title="Portmere harbour bridge cables"), *extra[35:]],
+    ]
+    for step, update in enumerate(updates):
+        report = build_index(a, update, embedder=HashingEmbedder(64), incremental=True,
+                             delete=["x7"] if step == 1 else ())
+        assert report.neighbours_mode == "incremental"
+        merged.update({r["id"]: r for r in update})
+        if step == 1:
+            merged.pop("x7")
+    full = tmp_path / "full"
+    build_index(full, list(merged.values()), embedder=HashingEmbedder(64))
+    got = IndexVersion(IndexDirectory(a).current_path())
+    want = IndexVersion(IndexDirectory(full).current_path())
+    assert got.ids == want.ids
+    assert got.all_articles() == want.all_articles()
+    assert got.content_hashes() == want.content_hashes()
+    assert np.array_equal(got.vectors, want.vectors)
+    rebuilt = build_columns(got.all_articles())  # what the spliced columns must say
+    for name in ("published", "timestamp", "paywalled", "title_key", "body_key", "original",
+                 "tag_indptr"):
+        assert np.array_equal(getattr(got.columns, name), getattr(rebuilt, name),
+                              equal_nan=name == "timestamp"), name
+    for column, table in (("language", "languages"), ("section", "sections"),
+                          ("story", "stories")):
+        decode = [getattr(got.columns, table)[c] if c >= 0 else None
+                  for c in getattr(got.columns, column)]
+        assert decode == [getattr(rebuilt, table)[c] if c >= 0 else None
+                          for c in getattr(rebuilt, column)], column
+        assert sorted(getattr(got.columns, table)) == sorted(getattr(rebuilt, table))
+    assert [got.columns.tags[c] for c in got.columns.tag_codes] == \
+        [rebuilt.tags[c] for c in rebuilt.tag_codes]
+    got_table, want_table = got.neighbour_table(), want.neighbour_table()
+    assert got_table is not None and want_table is not None
+    assert np.array_equal(got_table[0], want_table[0])
+    assert np.allclose(got_table[1], want_table[1], atol=1e-5)
+    # the table's lexical scores are those of the version's own TF-IDF rows
+    from recommender.lexical import lexical_scores
+
+    for row in range(len(got.ids)):
+        found = np.asarray(got_table[0][row])
+        found = found[found >= 0].astype(np.int64)
+        for part, matrix in ((2, got.lexical()), (3, got.names())):
+            assert np.allclose(np.asarray(got_table[part][row][:len(found)]),
+                               lexical_scores(matrix, row, found), atol=1e-5), (row, part)
+
+
+def test_a_metadata_only_update_shares_the_vectors_file(
+        tiny_index: Path, tiny_records: list[dict[str, Any]]) -> None:
+    before = IndexDirectory(tiny_index).current_path()
+    report = build_index(tiny_index, [dict(tiny_records[0], section="Other")],
+                         embedder=HashingEmbedder(64), incremental=True)
+    assert report.embedded == 0 and report.changed == 1
+    after = IndexDirectory(tiny_index).current_path()
+    assert (after / "vectors.npy").stat().st_ino == (before / "vectors.npy").stat().st_ino
