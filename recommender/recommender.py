@@ -55,7 +55,7 @@ class Recommender:
         self._by_model: dict[str, Config] = {}  # it over each model's profile, made once
         self.config = config
         self._config_file, self._config_required = config_file, config_required
-        self._config_stamp = _stamp(config_file)
+        self._config_stamp = file_stamp(config_file)
         self._config_lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
         self._live = self._prepare(version)
@@ -177,7 +177,7 @@ class Recommender:
         if self._config_file is None or not self._config_lock.acquire(blocking=False):
             return
         try:
-            stamp = _stamp(self._config_file)
+            stamp = file_stamp(self._config_file)
             if stamp == self._config_stamp:
                 return
             self._config_stamp = stamp
@@ -210,7 +210,7 @@ class Recommender:
         equal tags give equal answers to equal queries (within the minute)."""
         version = self._current().version.manifest.version
         minute = self.now().astimezone(UTC).strftime("%Y%m%dT%H%M")
-        parts = (version, self._overrides.stamp(), _stamp(self._config_file), minute)
+        parts = (version, self._overrides.stamp(), file_stamp(self._config_file), minute)
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
     # ------------------------------------------------------------------ lookups
@@ -398,7 +398,7 @@ class Recommender:
         return manifest
 
 
-def _stamp(path: Path | None) -> tuple[int, int] | None:
+def file_stamp(path: Path | None) -> tuple[int, int] | None:
     """(inode, mtime) of a file, None when it does not exist: a cheap change detector."""
     if path is None:
         return None

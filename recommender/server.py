@@ -33,7 +33,7 @@ except ImportError as exc:
 from .config import Config, Filters, config_path
 from .errors import ArticleNotFound, RecommenderError, UnknownSlot
 from .ranking import Recommendation, explain_reason
-from .recommender import Recommender
+from .recommender import Recommender, file_stamp
 from .store import IndexDirectory
 
 __all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
@@ -409,11 +409,7 @@ class VersionFollower:
         self.warmed = 0  # answers computed ahead of the last switch (for tests and benches)
 
     def _stamps(self) -> tuple[object, object]:
-        config_stamp = None
-        if self.config_file is not None:
-            with contextlib.suppress(OSError):
-                st = os.stat(self.config_file)
-                config_stamp = (st.st_ino, st.st_mtime_ns)
+        config_stamp = file_stamp(self.config_file)
         try:
             return self.directory.pointer_stamp(), config_stamp
         except OSError:
