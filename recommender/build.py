@@ -345,7 +345,6 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     count = len(vectors)
     old = previous.neighbour_table() if previous is not None else None
     reserve = read_reserve(previous.path) if previous is not None else None
-    changed = np.zeros(0, dtype=np.int64)
     if old is not None and reserve is not None and old[0].shape[1] == n \
             and reserve[0].shape[1] == RESERVE and previous is not None:
         # Changed: re-embedded, or newly a candidate (published now, not before).
@@ -353,8 +352,9 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
         kept = np.flatnonzero(mapping >= 0)
         was_published[mapping[kept]] = previous.columns.published[kept]
         changed = np.union1d(embedded, np.flatnonzero(published & ~was_published))
-    if old is None or reserve is None or old[0].shape[1] != n or \
-            reserve[0].shape[1] != RESERVE or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
+    else:
+        old = reserve = None  # nothing to merge into: a full computation
+    if old is None or reserve is None or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
         rows, scores, method = engine.table(vectors, published, width)
         return (rows, scores, list_floor(scores, rows), np.full(rows.shape, -1, dtype=np.int64),
                 f"full, {method}")
