@@ -46,6 +46,7 @@ from .store import (
     storage_errors,
     update_articles,
     update_columns,
+    update_vectors,
     write_articles,
     write_columns,
     write_manifest,
@@ -471,16 +472,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     if fresh is None and count == old_count and not len(removed_rows):
         link_or_copy(previous.path / "vectors.npy", tmp / "vectors.npy")
     else:
-        out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(count, dim))
-        if len(removed_rows):
-            out[:len(carried_old)] = previous.vectors[carried_old]
-        else:
-            out[:old_count] = previous.vectors
-        if fresh is not None:
-            out[embedded_rows] = fresh
-        out.flush()
-        del out
+        update_vectors(tmp / "vectors.npy", previous.path / "vectors.npy", carried, count,
+                       embedded_rows, fresh)
     vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
     crash_point("vectors-written")
     translations = {}

@@ -64,14 +64,19 @@ def best_first(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     the one before them (a chain of near-ties) in row order, so that a list comes out the
     same whichever arithmetic computed its scores (a product of many rows or of one, bf16
     re-scored or fp32: they differ in the last bits)."""
-    first = np.lexsort((rows, -values), axis=1)
+    first = np.argsort(-values, axis=1, kind="stable")
     ranked = np.take_along_axis(values, first, axis=1)
     with np.errstate(invalid="ignore"):
-        gap = -np.diff(ranked, axis=1) > TIE  # -inf after -inf: nan, the same group
-    group = np.concatenate([np.zeros((len(values), 1), dtype=np.int64),
-                            np.cumsum(gap, axis=1)], axis=1)
-    again = np.lexsort((np.take_along_axis(rows, first, axis=1), group), axis=1)
-    return np.take_along_axis(first, again, axis=1)
+        gap = -np.diff(ranked, axis=1)
+    # only the lists with two finite scores within TIE (exact ties too) are ordered again
+    near = np.flatnonzero((gap <= TIE).any(axis=1))
+    if len(near):
+        group = np.concatenate([np.zeros((len(near), 1), dtype=np.int64),
+                                np.cumsum(~(gap[near] <= TIE), axis=1)], axis=1)
+        again = np.lexsort((np.take_along_axis(rows[near], first[near], axis=1), group),
+                           axis=1)
+        first[near] = np.take_along_axis(first[near], again, axis=1)
+    return first
 
 
 def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
@@ -184,8 +189,7 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
         return 1.0, 0
     picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
                                                         replace=False))
-    exact, exact_scores, _ = compute_table(vectors, candidates, rows.shape[1], queries=picked,
-                                           method="numpy")  # exact fp32
+    exact, exact_scores = _exact_sample(vectors, candidates, picked, rows.shape[1])
     found = np.asarray(rows[picked])
     # the true cosines of what the table holds, not the scores it stored
     true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
@@ -194,6 +198,41 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     valid[valid] &= np.asarray(candidates, dtype=bool)[found[valid]]
     found = np.where(valid, found, -1)
     return recall_at_k(found, exact, np.where(valid, true, -np.inf), exact_scores), len(picked)
+
+
+def _exact_sample(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact fp32 top k among the candidates for a sample of rows (never itself): numpy
+    products over slices of the memory-mapped vectors, the best k of each kept as it goes
+    (no copy of the vectors, no torch to load, for the recall check of every build)."""
+    query_vectors = np.asarray(vectors[queries], dtype=np.float32)
+    candidates = np.asarray(candidates, dtype=bool)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
+    step = max(4 * k, SMALL_SELECTION // 4 // max(len(queries), 1))
+    for start in range(0, len(vectors), step):
+        stop = min(start + step, len(vectors))
+        sims = query_vectors @ np.asarray(vectors[start:stop], dtype=np.float32).T
+        sims[:, ~candidates[start:stop]] = -np.inf
+        inside = (queries >= start) & (queries < stop)
+        sims[np.flatnonzero(inside), queries[inside] - start] = -np.inf
+        columns = np.broadcast_to(np.arange(start, stop), sims.shape)
+        merged = np.concatenate([best_scores, sims], axis=1)
+        merged_rows = np.concatenate([best_rows, columns], axis=1)
+        if merged.shape[1] > k:
+            keep = np.argpartition(-merged, k - 1, axis=1)[:, :k]
+            merged = np.take_along_axis(merged, keep, axis=1)
+            merged_rows = np.take_along_axis(merged_rows, keep, axis=1)
+        best_scores, best_rows = merged, merged_rows
+    order = best_first(best_scores, best_rows)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    best_rows = np.where(np.isfinite(best_scores), np.take_along_axis(best_rows, order, axis=1),
+                         -1)
+    out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_rows[:, :best_rows.shape[1]], out_scores[:, :best_rows.shape[1]] = best_rows, \
+        best_scores
+    return out_rows, out_scores
 
 
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
@@ -312,18 +351,10 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     rows[gone], origin[gone] = -1, -1
     # A list with a floor (more candidates exist than it holds) and at most n entries no
     # longer knows its n-th and next neighbours: searched again, like the changed rows' own
-    # lists. So is a list merged or scanned anew with a near-tie among them: which of two
-    # equal scores comes first is decided by the last bits of the arithmetic, so such a list
-    # is computed by the search a full build runs.
+    # lists. (Near-ties need no search: `best_first` orders them by row whichever arithmetic
+    # made their scores, as the full build's search does.)
     short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
-    head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
-    with np.errstate(invalid="ignore"):
-        close = np.abs(np.diff(head, axis=1)) <= TIE
-    # a near-tie of two carried scores keeps the order of the search that made them
-    fresh = origin[:, :n + 1] < 0
-    tied = is_again & close.any(axis=1) | \
-        altered & (close & (fresh[:, 1:] | fresh[:, :-1])).any(axis=1)
-    search = np.flatnonzero(short | tied)
+    search = np.flatnonzero(short)
     if len(search):
         fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
         rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
