@@ -46,12 +46,14 @@ from .store import (
     storage_errors,
     update_articles,
     update_columns,
+    update_vectors,
     write_articles,
     write_columns,
     write_manifest,
     write_vectors,
 )
 from .text import content_hash, embed_text_for
+from .vector_index import Partition
 
 # A full build that would remove more than this share of the live index is refused: an
 # empty, header-only or truncated export looks exactly like "every other article is gone".
@@ -214,7 +216,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             new_row = {a.id: i for i, a in enumerate(articles)}
             mapping = np.array([new_row.get(aid, -1) for aid in previous.ids], dtype=np.int64) \
                 if previous is not None else np.zeros(0, dtype=np.int64)
-            rows, scores, floor, _, report.neighbours_mode = _neighbour_table(
+            rows, scores, floor, _, report.neighbours_mode, partition = _neighbour_table(
                 previous if reusable else None, mapping, vectors, columns.published,
                 np.array(sorted(to_embed), dtype=np.int64), neighbours, engine)
             lap("candidate table")
@@ -222,6 +224,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                         lexical_table(lexical, rows[:, :neighbours]),
                         lexical_table(names, rows[:, :neighbours]))
             write_reserve(tmp, rows[:, neighbours:], scores[:, neighbours:], floor)
+            if partition is not None:
+                partition.save(tmp)
             crash_point("table-written")
             report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
             lap("table TF-IDF scores")
@@ -239,6 +243,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                        "neighbours_method": report.neighbours_mode,
                        "neighbours_recall": report.neighbours_recall,
                        "neighbours_recall_sample": sample,
+                       **_partition_extra(partition),
                        "lexical_fitted_on": weights.fitted,
                        "lexical_changed_since_fit": 0}))
             crash_point("manifest-written")
@@ -335,12 +340,14 @@ INCREMENTAL_LIMIT = 0.2
 
 def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
                      published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str,
+                                Partition | None]:
     """The candidate table of the new version, n + RESERVE wide: (rows, scores, floors,
-    origins, how). Merged into the previous one's lists when few rows changed, else computed
-    in full by the engine. mapping: each previous row's new row (-1: gone); embedded: the
-    rows with a new vector. origins: see `neighbours.update_lists` (-1 throughout for a
-    full computation)."""
+    origins, how, partition). Merged into the previous one's lists when few rows changed,
+    else computed in full by the engine. mapping: each previous row's new row (-1: gone);
+    embedded: the rows with a new vector. origins: see `neighbours.update_lists` (-1
+    throughout for a full computation). partition: the IVF lists of an approximate table,
+    carried into the new version's rows (the update searches with them), else None."""
     width = n + RESERVE
     count = len(vectors)
     old = previous.neighbour_table() if previous is not None else None
@@ -355,9 +362,9 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     else:
         old = reserve = None  # nothing to merge into: a full computation
     if old is None or reserve is None or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
-        rows, scores, method = engine.table(vectors, published, width)
+        rows, scores, method, partition = engine.table(vectors, published, width)
         return (rows, scores, list_floor(scores, rows), np.full(rows.shape, -1, dtype=np.int64),
-                f"full, {method}")
+                f"full, {method}", partition)
     if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
         carried_rows = np.full((count, width), -1, dtype=np.int32)
         carried_scores = np.zeros((count, width), dtype=np.float32)
@@ -371,10 +378,21 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     floor = np.full(count, -np.inf, dtype=np.float32)
     kept = np.flatnonzero(mapping >= 0)
     floor[mapping[kept]] = reserve[2][kept]
+    assert previous is not None  # (old is None without one)
+    partition = Partition.load(previous.path, int(previous.manifest.extra.get(
+        "partition_nprobe", 1)))
+    if partition is not None:
+        partition = partition.carried(mapping, count, vectors, embedded)
     rows, scores, floor, origin = update_lists(vectors, published, carried_rows, carried_scores,
                                                floor, changed, n=n, width=width,
-                                               reembedded=embedded, in_place=True)
-    return rows, scores, floor, origin, "incremental"
+                                               reembedded=embedded, in_place=True,
+                                               partition=partition)
+    return rows, scores, floor, origin, "incremental", partition
+
+
+def _partition_extra(partition: Partition | None) -> dict[str, Any]:
+    """What the manifest records of a table's IVF partition (its nprobe; none for exact)."""
+    return {} if partition is None else {"partition_nprobe": partition.nprobe}
 
 
 def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: LoadReport,
@@ -454,16 +472,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     if fresh is None and count == old_count and not len(removed_rows):
         link_or_copy(previous.path / "vectors.npy", tmp / "vectors.npy")
     else:
-        out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(count, dim))
-        if len(removed_rows):
-            out[:len(carried_old)] = previous.vectors[carried_old]
-        else:
-            out[:old_count] = previous.vectors
-        if fresh is not None:
-            out[embedded_rows] = fresh
-        out.flush()
-        del out
+        update_vectors(tmp / "vectors.npy", previous.path / "vectors.npy", carried, count,
+                       embedded_rows, fresh)
     vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
     crash_point("vectors-written")
     translations = {}
@@ -485,7 +495,7 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     crash_point("columns-written")
     lap("TF-IDF fits")
     table_started = time.perf_counter()
-    rows, scores, floor, origin, report.neighbours_mode = _neighbour_table(
+    rows, scores, floor, origin, report.neighbours_mode, partition = _neighbour_table(
         previous, mapping, vectors, columns.published, embedded_rows, n, engine)
     lap("candidate table")
     served_rows, served_origin = rows[:, :n], origin[:, :n]
@@ -518,6 +528,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
         payloads.append(values)
     write_table(tmp, served_rows, scores[:, :n], payloads[0], payloads[1])
     write_reserve(tmp, rows[:, n:], scores[:, n:], floor)
+    if partition is not None:
+        partition.save(tmp)
     crash_point("table-written")
     report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
     lap("table TF-IDF scores")
@@ -532,7 +544,7 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
         version=name, published_count=report.published,
         extra={"neighbours": n, "neighbours_method": report.neighbours_mode,
                "neighbours_recall": report.neighbours_recall,
-               "neighbours_recall_sample": sample,
+               "neighbours_recall_sample": sample, **_partition_extra(partition),
                "lexical_fitted_on": model.fitted, "lexical_changed_since_fit": since}))
     crash_point("manifest-written")
     directory.publish(name, tmp)

@@ -20,8 +20,8 @@ import numpy as np
 
 from .embedding import Embedder, ProgressCallback
 from .errors import EngineError, RecommenderError
-from .neighbours import compute_table
-from .vector_index import BLOCK
+from .neighbours import compute_table, full_table
+from .vector_index import BLOCK, Partition
 
 ENGINES = ("local", "ray")
 ENGINE_ENV = "RECOMMENDER_ENGINE"
@@ -37,12 +37,13 @@ EMBED_BATCH = 64
 # and fewer when that leaves a worker idle.
 SEARCH_BLOCKS = 8
 
-Table = tuple[np.ndarray, np.ndarray, str]
+# a full table and the IVF partition it was searched with (None: exact, or not kept)
+FullTable = tuple[np.ndarray, np.ndarray, str, Partition | None]
 
 
 class BuildEngine(Protocol):
     """What `build_index` asks of an engine. `embed` returns the vectors in the order of
-    `ids`; `table` is `neighbours.compute_table` over all rows."""
+    `ids`; `table` is `neighbours.full_table` over all rows."""
 
     @property
     def name(self) -> str: ...
@@ -50,7 +51,7 @@ class BuildEngine(Protocol):
     def embed(self, embedder: Embedder, ids: Sequence[str], texts: Sequence[str],
               progress: ProgressCallback | None = None) -> np.ndarray: ...
 
-    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> Table: ...
+    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> FullTable: ...
 
 
 class LocalEngine:
@@ -62,8 +63,8 @@ class LocalEngine:
               progress: ProgressCallback | None = None) -> np.ndarray:
         return embedder.embed(texts, progress=progress)
 
-    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> Table:
-        return compute_table(vectors, candidates, n)
+    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> FullTable:
+        return full_table(vectors, candidates, n)
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -184,7 +185,7 @@ class RayEngine:
             raise EngineError(f"the Ray job returned {int(seen.sum())} of {len(ids)} vectors")
         return out
 
-    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> Table:
+    def table(self, vectors: np.ndarray, candidates: np.ndarray, n: int) -> FullTable:
         ray = self._ray()
         shared = [ray.put(np.ascontiguousarray(vectors, dtype=np.float32)),
                   ray.put(np.asarray(candidates, dtype=bool))]
@@ -203,7 +204,8 @@ class RayEngine:
             for batch in blocks.iter_batches(batch_size=None, batch_format="numpy"):
                 rows[batch["query"]], scores[batch["query"]] = batch["rows"], batch["scores"]
                 methods.update(str(m) for m in batch["method"])
-        return rows, scores, "ray: " + "+".join(sorted(methods - {"none"}) or ["none"])
+        # each task searched its own index: no one partition to keep (updates scan exactly)
+        return rows, scores, "ray: " + "+".join(sorted(methods - {"none"}) or ["none"]), None
 
     def close(self) -> None:
         if self._started:

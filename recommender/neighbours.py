@@ -15,6 +15,7 @@ recomputation (with exact search; with an approximate index, as good as its reca
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .vector_index import (
     ExactIndex,
     HNSWIndex,
     IVFIndex,
+    Partition,
     VectorIndex,
     default_exact_method,
     recall_at_k,
@@ -57,6 +59,26 @@ RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at eac
 ProgressCallback = Callable[[int, int], None]
 
 
+def best_first(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The order of each list's entries (axis 1): best score first, and scores within TIE of
+    the one before them (a chain of near-ties) in row order, so that a list comes out the
+    same whichever arithmetic computed its scores (a product of many rows or of one, bf16
+    re-scored or fp32: they differ in the last bits)."""
+    first = np.argsort(-values, axis=1, kind="stable")
+    ranked = np.take_along_axis(values, first, axis=1)
+    with np.errstate(invalid="ignore"):
+        gap = -np.diff(ranked, axis=1)
+    # only the lists with two finite scores within TIE (exact ties too) are ordered again
+    near = np.flatnonzero((gap <= TIE).any(axis=1))
+    if len(near):
+        group = np.concatenate([np.zeros((len(near), 1), dtype=np.int64),
+                                np.cumsum(~(gap[near] <= TIE), axis=1)], axis=1)
+        again = np.lexsort((np.take_along_axis(rows[near], first[near], axis=1), group),
+                           axis=1)
+        first[near] = np.take_along_axis(first[near], again, axis=1)
+    return first
+
+
 def vector_index_for(vectors: np.ndarray, ids: np.ndarray, query_count: int,
                      method: str = "auto") -> VectorIndex:
     """The index a table of `query_count` rows is computed with. method: "auto" (exact up to
@@ -80,21 +102,39 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
                   queries: np.ndarray | None = None,
                   progress: ProgressCallback | None = None, method: str = "auto"
                   ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Top-n candidate rows and cosines of each query row, and the method: `full_table`
+    without the partition."""
+    rows, scores, used, _ = _table(vectors, candidates, n, queries, progress, method, False)
+    return rows, scores, used
+
+
+def full_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_N,
+               queries: np.ndarray | None = None,
+               progress: ProgressCallback | None = None, method: str = "auto"
+               ) -> tuple[np.ndarray, np.ndarray, str, Partition | None]:
     """Top-n candidate rows (int32, -1 padded) and cosines (float32) for each query row, and
     the method that computed them ("exact (bf16)", "hnsw-flat (M 32, efSearch 128)", ...).
 
     vectors: (rows, d) unit vectors; candidates: bool mask of rows that may be recommended
     (published); queries: the rows to compute (default: all). A row is never its own
     candidate. method: see `vector_index_for`; an approximate index first raises its search
-    effort until recall@n on a sample of the queries reaches RECALL_TARGET.
+    effort until recall@n on a sample of the queries reaches RECALL_TARGET. partition: an IVF
+    index's lists over every row (kept with the version: `update_lists` searches with it),
+    else None.
     """
+    return _table(vectors, candidates, n, queries, progress, method, True)
+
+
+def _table(vectors: np.ndarray, candidates: np.ndarray, n: int, queries: np.ndarray | None,
+           progress: ProgressCallback | None, method: str, keep_partition: bool
+           ) -> tuple[np.ndarray, np.ndarray, str, Partition | None]:
     total = len(vectors)
     query_rows = np.arange(total) if queries is None else np.asarray(queries, dtype=np.int64)
     cand_rows = np.flatnonzero(candidates)
     out_rows = np.full((len(query_rows), n), -1, dtype=np.int32)
     out_scores = np.zeros((len(query_rows), n), dtype=np.float32)
     if len(cand_rows) == 0 or len(query_rows) == 0:
-        return out_rows, out_scores, "none"
+        return out_rows, out_scores, "none", None
     width = min(n, len(cand_rows))
     if len(query_rows) * total <= SMALL_SELECTION and (
             method in ("exact", "numpy")
@@ -106,13 +146,13 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
         found_scores[:, ~np.asarray(candidates, dtype=bool)] = -np.inf
         found_scores[np.arange(len(query_rows)), query_rows] = -np.inf
         values, found = select_topk(found_scores, width)
-        order = np.lexsort((found, -values), axis=1)
+        order = best_first(values, found)
         values = np.take_along_axis(values, order, axis=1)
         found = np.take_along_axis(found, order, axis=1)
         present = np.isfinite(values)
         out_rows[:, :width] = np.where(present, found, -1)
         out_scores[:, :width] = np.where(present, values, 0.0)
-        return out_rows, out_scores, "exact (numpy)"
+        return out_rows, out_scores, "exact (numpy)", None
     cand_vectors = np.ascontiguousarray(vectors[cand_rows], dtype=np.float32)
     index = vector_index_for(cand_vectors, cand_rows, len(query_rows), method)
     if isinstance(index, ApproximateIndex):
@@ -128,7 +168,7 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
                                      width + 1)
         values = np.where(found == block[:, None], -np.inf, values)
         # best first, exact ties in row order: the same lists whatever k or block
-        order = np.lexsort((found, -values), axis=1)[:, :width]
+        order = best_first(values, found)[:, :width]
         values = np.take_along_axis(values, order, axis=1)
         found = np.take_along_axis(found, order, axis=1)
         present = np.isfinite(values) & (found >= 0)
@@ -136,7 +176,9 @@ def compute_table(vectors: np.ndarray, candidates: np.ndarray, n: int = DEFAULT_
         out_scores[start:start + len(block), :width] = np.where(present, values, 0.0)
         if progress is not None:
             progress(min(start + step, len(query_rows)), len(query_rows))
-    return out_rows, out_scores, index.describe()
+    partition = index.partition(vectors) if keep_partition and isinstance(index, IVFIndex) \
+        else None
+    return out_rows, out_scores, index.describe(), partition
 
 
 def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
@@ -147,8 +189,7 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
         return 1.0, 0
     picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
                                                         replace=False))
-    exact, exact_scores, _ = compute_table(vectors, candidates, rows.shape[1], queries=picked,
-                                           method="numpy")  # exact fp32
+    exact, exact_scores = _exact_sample(vectors, candidates, picked, rows.shape[1])
     found = np.asarray(rows[picked])
     # the true cosines of what the table holds, not the scores it stored
     true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
@@ -157,6 +198,41 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     valid[valid] &= np.asarray(candidates, dtype=bool)[found[valid]]
     found = np.where(valid, found, -1)
     return recall_at_k(found, exact, np.where(valid, true, -np.inf), exact_scores), len(picked)
+
+
+def _exact_sample(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact fp32 top k among the candidates for a sample of rows (never itself): numpy
+    products over slices of the memory-mapped vectors, the best k of each kept as it goes
+    (no copy of the vectors, no torch to load, for the recall check of every build)."""
+    query_vectors = np.asarray(vectors[queries], dtype=np.float32)
+    candidates = np.asarray(candidates, dtype=bool)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
+    step = max(4 * k, SMALL_SELECTION // 4 // max(len(queries), 1))
+    for start in range(0, len(vectors), step):
+        stop = min(start + step, len(vectors))
+        sims = query_vectors @ np.asarray(vectors[start:stop], dtype=np.float32).T
+        sims[:, ~candidates[start:stop]] = -np.inf
+        inside = (queries >= start) & (queries < stop)
+        sims[np.flatnonzero(inside), queries[inside] - start] = -np.inf
+        columns = np.broadcast_to(np.arange(start, stop), sims.shape)
+        merged = np.concatenate([best_scores, sims], axis=1)
+        merged_rows = np.concatenate([best_rows, columns], axis=1)
+        if merged.shape[1] > k:
+            keep = np.argpartition(-merged, k - 1, axis=1)[:, :k]
+            merged = np.take_along_axis(merged, keep, axis=1)
+            merged_rows = np.take_along_axis(merged_rows, keep, axis=1)
+        best_scores, best_rows = merged, merged_rows
+    order = best_first(best_scores, best_rows)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    best_rows = np.where(np.isfinite(best_scores), np.take_along_axis(best_rows, order, axis=1),
+                         -1)
+    out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_rows[:, :best_rows.shape[1]], out_scores[:, :best_rows.shape[1]] = best_rows, \
+        best_scores
+    return out_rows, out_scores
 
 
 def update_table(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
@@ -181,7 +257,8 @@ def list_floor(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarray,
                  old_scores: np.ndarray, old_floor: np.ndarray, changed: np.ndarray,
                  n: int = DEFAULT_N, width: int | None = None,
-                 reembedded: np.ndarray | None = None, in_place: bool = False
+                 reembedded: np.ndarray | None = None, in_place: bool = False,
+                 partition: Partition | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bring a table with a reserve up to date, its first n columns equal to a full
     recomputation: (rows, scores, floor, origin), `width` (n + reserve) wide.
@@ -197,6 +274,9 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     flat index (row * width + column) of the old entry it was carried from, or -1 when its
     score is new (callers carry per-entry payloads, like lexical scores, through it).
     in_place: old_rows and old_scores (int32 and float32, `width` wide) may be overwritten.
+    partition: the IVF lists of an approximate table (rows of the new version): the changed
+    articles are searched in their nearest lists, as the build searched, not against every
+    row.
     """
     width = width or n
     changed = np.unique(np.asarray(changed, dtype=np.int64))
@@ -224,7 +304,9 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     new_candidates = changed[candidates[changed]]
     is_again = np.zeros(len(vectors), dtype=bool)
     is_again[again] = True
-    pair_rows, pair_cands, pair_scores, own = _scan_changed(
+    scan = _scan_changed if partition is None else \
+        partial(_scan_partitioned, partition=partition)
+    pair_rows, pair_cands, pair_scores, own = scan(
         vectors, candidates, floor, again, new_candidates, width)
     if len(again):
         rows[again], scores[again], origin[again] = own[0], own[1], -1
@@ -258,7 +340,7 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
         merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
         merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
         known = np.isfinite(merged_scores).sum(axis=1)
-        order = np.lexsort((merged_rows, -merged_scores), axis=1)[:, :width]  # ties: by row
+        order = best_first(merged_scores, merged_rows)[:, :width]
         values = np.take_along_axis(merged_scores, order, axis=1)
         # more known entries than fit: the list is cut, its floor rises to its last
         floor[block] = np.where(known > width, values[:, -1], floor[block])
@@ -269,18 +351,10 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     rows[gone], origin[gone] = -1, -1
     # A list with a floor (more candidates exist than it holds) and at most n entries no
     # longer knows its n-th and next neighbours: searched again, like the changed rows' own
-    # lists. So is a list merged or scanned anew with a near-tie among them: which of two
-    # equal scores comes first is decided by the last bits of the arithmetic, so such a list
-    # is computed by the search a full build runs.
+    # lists. (Near-ties need no search: `best_first` orders them by row whichever arithmetic
+    # made their scores, as the full build's search does.)
     short = np.isfinite(floor) & ((rows >= 0).sum(axis=1) <= n)
-    head = np.where(np.isfinite(scores[:, :n + 1]), scores[:, :n + 1], np.nan)
-    with np.errstate(invalid="ignore"):
-        close = np.abs(np.diff(head, axis=1)) <= TIE
-    # a near-tie of two carried scores keeps the order of the search that made them
-    fresh = origin[:, :n + 1] < 0
-    tied = is_again & close.any(axis=1) | \
-        altered & (close & (fresh[:, 1:] | fresh[:, :-1])).any(axis=1)
-    search = np.flatnonzero(short | tied)
+    search = np.flatnonzero(short)
     if len(search):
         fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
         rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
@@ -327,12 +401,72 @@ def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray
     own_rows = np.full((len(again), width), -1, dtype=np.int32)
     own_scores = np.zeros((len(again), width), dtype=np.float32)
     if len(again) and best_scores.shape[1]:
-        order = np.lexsort((best_rows, -best_scores), axis=1)  # ties: by row
+        order = best_first(best_scores, best_rows)
         best_scores = np.take_along_axis(best_scores, order, axis=1)
         best_rows = np.take_along_axis(best_rows, order, axis=1)
         present = np.isfinite(best_scores)
         own_rows[:, :best_scores.shape[1]] = np.where(present, best_rows, -1)
         own_scores[:, :best_scores.shape[1]] = np.where(present, best_scores, 0.0)
+    if pairs:
+        pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
+                                                                              strict=True))
+    else:
+        pair_rows = pair_cands = np.zeros(0, dtype=np.int64)
+        pair_scores = np.zeros(0, dtype=np.float32)
+    return (pair_rows.astype(np.int64), pair_cands.astype(np.int32),
+            pair_scores.astype(np.float32), (own_rows, own_scores))
+
+
+def _scan_partitioned(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray,
+                      again: np.ndarray, new_candidates: np.ndarray, width: int,
+                      partition: Partition
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                 tuple[np.ndarray, np.ndarray]]:
+    """`_scan_changed` for an approximate table, the way its IVF search ran: each changed
+    vector is compared, in fp32, with the rows of its `partition.nprobe` nearest lists only,
+    one matrix product per list (its rows against the changed vectors that probe it). A row
+    outside those lists is missed as the build's search would miss it; the build checks the
+    updated table's recall on a sample."""
+    import faiss
+
+    union = np.union1d(again, new_candidates)
+    as_candidate = np.isin(union, new_candidates)
+    position = np.full(len(vectors), -1, dtype=np.int64)
+    position[again] = np.arange(len(again))
+    changed_vectors = np.asarray(vectors[union], dtype=np.float32)
+    probes = partition.nearest(changed_vectors, partition.nprobe).reshape(len(union), -1)
+    by_list = np.argsort(probes.ravel(), kind="stable")
+    probing = by_list // probes.shape[1]  # union positions, grouped by the list they probe
+    bounds = np.searchsorted(probes.ravel()[by_list], np.arange(len(partition.centroids) + 1))
+    order, starts = partition.members()
+    heap = faiss.ResultHeap(len(again), width, keep_max=True)
+    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for number in np.flatnonzero(np.diff(bounds)):
+        members = order[starts[number]:starts[number + 1]]
+        if not len(members):
+            continue
+        asking = probing[bounds[number]:bounds[number + 1]]
+        sims = np.asarray(vectors[members], dtype=np.float32) @ changed_vectors[asking].T
+        sims[members[:, None] == union[asking][None, :]] = -np.inf  # never itself
+        taking = asking[as_candidate[asking]]
+        if len(taking):
+            sub = sims[:, as_candidate[asking]]
+            hit_row, hit_col = np.nonzero(sub >= floor[members, None])
+            pairs.append((members[hit_row], union[taking][hit_col], sub[hit_row, hit_col]))
+        own = position[union[asking]] >= 0
+        if own.any():
+            mine = sims[:, own].T.copy()
+            mine[:, ~candidates[members]] = -np.inf
+            heap.add_result_subset(position[union[asking][own]], mine, members)
+    heap.finalize()
+    present = heap.I >= 0  # the heap's padding: id -1 (and a score of -FLT_MAX)
+    keyed = np.where(present, heap.D, -np.inf)
+    sort = best_first(keyed, np.where(present, heap.I, len(vectors)))
+    best_scores = np.take_along_axis(keyed, sort, axis=1)
+    best_rows = np.take_along_axis(heap.I, sort, axis=1)
+    found = np.isfinite(best_scores)
+    own_rows = np.where(found, best_rows, -1).astype(np.int32)
+    own_scores = np.where(found, best_scores, 0.0).astype(np.float32)
     if pairs:
         pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
                                                                               strict=True))

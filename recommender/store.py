@@ -389,6 +389,46 @@ def write_vectors(directory: Path, vectors: np.ndarray) -> None:
     np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
 
 
+def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
+                   fresh_rows: np.ndarray, fresh: np.ndarray | None) -> None:
+    """vectors.npy of the next version: row i is row carried[i] of `source` (the previous
+    version's file; -1: not carried) or, for the rows in fresh_rows, the new vector. The
+    carried rows are copied by the kernel in runs of consecutive rows (copy_file_range: no
+    pass through this process), then only the new rows are written."""
+    previous = np.load(source, mmap_mode="r", allow_pickle=False)
+    source_offset, dim = previous.offset, previous.shape[1]
+    if previous.dtype != np.float32 or not previous.flags.c_contiguous:
+        raise IndexCorrupt(f"{source} does not hold float32 rows")
+    del previous
+    row_bytes = dim * 4
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(count, dim))
+    target_offset = out.offset
+    del out
+    carried = np.asarray(carried, dtype=np.int64)
+    new_rows = np.flatnonzero(carried >= 0)
+    old_rows = carried[new_rows]
+    # runs where both the old and the new row numbers go up by one
+    breaks = np.flatnonzero((np.diff(old_rows) != 1) | (np.diff(new_rows) != 1)) + 1
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        for run in np.split(np.arange(len(new_rows)), breaks):
+            if not len(run):
+                continue
+            length = len(run) * row_bytes
+            read_at = source_offset + int(old_rows[run[0]]) * row_bytes
+            write_at = target_offset + int(new_rows[run[0]]) * row_bytes
+            while length:
+                done = os.copy_file_range(src.fileno(), dst.fileno(), length, read_at,
+                                          write_at)
+                if done <= 0:
+                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(target))
+                length, read_at, write_at = length - done, read_at + done, write_at + done
+    if fresh is not None and len(fresh_rows):
+        out = np.lib.format.open_memmap(target, mode="r+")
+        out[np.asarray(fresh_rows, dtype=np.int64)] = fresh
+        out.flush()
+        del out
+
+
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
 

@@ -24,6 +24,8 @@ import math
 import sys
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -258,6 +260,28 @@ class IVFIndex(ApproximateIndex):
     def describe(self) -> str:
         return f"{self.kind} (nlist {self.nlist}, nprobe {self.effort})"
 
+    def partition(self, vectors: np.ndarray) -> Partition:
+        """This index's k-means lists over all of a version's rows (`vectors`; the indexed
+        ones are the rows in `ids`): each indexed row in the list it was added to, every other
+        row in its nearest list, and the tuned nprobe."""
+        import faiss
+
+        centroids = self._quantizer.reconstruct_n(0, self.nlist).astype(np.float32)
+        lists = np.full(len(vectors), -1, dtype=np.int32)
+        invlists = faiss.extract_index_ivf(self._index).invlists
+        assert invlists is not None
+        ids = self.ids if self.ids is not None else np.arange(len(vectors))
+        for number in range(self.nlist):
+            size = invlists.list_size(number)
+            if size:
+                members = faiss.rev_swig_ptr(invlists.get_ids(number), size).copy()
+                lists[ids[members]] = number
+        partition = Partition(centroids, lists, self.effort)
+        others = np.flatnonzero(lists < 0)
+        if len(others):
+            lists[others] = partition.nearest(np.asarray(vectors[others], dtype=np.float32))
+        return partition
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self._index.nprobe = self.effort
@@ -287,6 +311,69 @@ class IVFIndex(ApproximateIndex):
             searcher.add_results_to_heap(subset, scores, list_ids, columns)
         searcher.rh.finalize()
         return searcher.rh.D, searcher.rh.I
+
+
+PARTITION_CENTROIDS_FILE = "partition_centroids.npy"
+PARTITION_LISTS_FILE = "partition_lists.npy"
+
+
+@dataclass
+class Partition:
+    """The k-means lists of an approximate (IVF) table, kept with the version so that an
+    update searches the changed articles the way the build did, without training or indexing
+    anything again: centroids (nlist x d), the list of each row (int32), and nprobe (lists a
+    query reads). Rows of later versions go to their nearest centroid; a full build trains
+    new ones."""
+
+    centroids: np.ndarray
+    lists: np.ndarray
+    nprobe: int
+
+    def nearest(self, vectors: np.ndarray, count: int = 1) -> np.ndarray:
+        """The `count` nearest lists of each vector (rows x count; one column flattened)."""
+        count = min(count, len(self.centroids))
+        out = np.empty((len(vectors), count), dtype=np.int32)
+        for start in range(0, len(vectors), BLOCK * 4):
+            block = np.asarray(vectors[start:start + BLOCK * 4], dtype=np.float32)
+            products = block @ self.centroids.T
+            if count < len(self.centroids):
+                out[start:start + len(block)] = np.argpartition(-products, count - 1,
+                                                                axis=1)[:, :count]
+            else:
+                out[start:start + len(block)] = np.arange(count)
+        return out[:, 0] if count == 1 else out
+
+    def carried(self, mapping: np.ndarray, count: int, vectors: np.ndarray,
+                fresh: np.ndarray) -> Partition:
+        """The partition of the next version: rows carried by `mapping` (old row -> new row,
+        -1: gone) keep their lists, rows with a new vector (`fresh`) and new rows go to
+        their nearest list."""
+        lists = np.full(count, -1, dtype=np.int32)
+        kept = np.flatnonzero(mapping >= 0)
+        lists[mapping[kept]] = self.lists[kept]
+        lists[np.asarray(fresh, dtype=np.int64)] = -1
+        placed = np.flatnonzero(lists < 0)
+        if len(placed):
+            lists[placed] = self.nearest(vectors[placed])
+        return Partition(self.centroids, lists, self.nprobe)
+
+    def members(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows sorted by list, start of each list in it; nlist + 1 entries)."""
+        order = np.argsort(self.lists, kind="stable")
+        starts = np.searchsorted(self.lists[order], np.arange(len(self.centroids) + 1))
+        return order, starts
+
+    def save(self, directory: Path) -> None:
+        np.save(directory / PARTITION_CENTROIDS_FILE, self.centroids.astype(np.float32))
+        np.save(directory / PARTITION_LISTS_FILE, self.lists.astype(np.int32))
+
+    @classmethod
+    def load(cls, directory: Path, nprobe: int) -> Partition | None:
+        """The partition saved with a version, or None (an exact table has none)."""
+        if not (directory / PARTITION_LISTS_FILE).is_file():
+            return None
+        return cls(np.load(directory / PARTITION_CENTROIDS_FILE, allow_pickle=False),
+                   np.load(directory / PARTITION_LISTS_FILE, allow_pickle=False), nprobe)
 
 
 def _knn_fp32(queries: np.ndarray, vectors: np.ndarray, k: int, **_: Any

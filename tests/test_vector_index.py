@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recommender import HashingEmbedder, Recommender, build_index, neighbours, vector_index
-from recommender.neighbours import compute_table, table_recall
+from recommender.neighbours import RESERVE, compute_table, full_table, list_floor, table_recall
 from recommender.vector_index import (
     EXACT_METHODS,
     ExactIndex,
@@ -115,6 +115,43 @@ def test_an_approximate_table_meets_its_recall_target_and_says_so(method: str, k
     assert np.allclose(scores[same], exact_scores[same], atol=1e-5)
 
 
+def test_an_approximate_table_updated_through_its_partition_finds_what_exact_search_finds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    candidates = np.random.default_rng(2).random(len(VECTORS)) > 0.05
+    width = 20 + RESERVE
+    rows, scores, used, partition = full_table(VECTORS, candidates, n=width, method="ivf")
+    assert partition is not None and used.endswith(f"nprobe {partition.nprobe})")
+    assert partition.lists.shape == (len(VECTORS),) and (partition.lists >= 0).all()
+    rng = np.random.default_rng(3)
+    moved = rng.choice(len(VECTORS), 40, replace=False)
+    vectors = VECTORS.copy()
+    # edited into other stories: near another article of the corpus
+    shifted = VECTORS[rng.choice(len(VECTORS), 40)] + 0.05 * rng.standard_normal((40, 96))
+    vectors[moved] = shifted / np.linalg.norm(shifted, axis=1, keepdims=True)
+    carried = partition.carried(np.arange(len(VECTORS)), len(VECTORS), vectors, moved)
+    assert (carried.lists[moved] == carried.nearest(vectors[moved])).all()
+
+    def exhaustive(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an approximate table's update scanned every row")
+
+    monkeypatch.setattr(neighbours, "_scan_changed", exhaustive)
+    new_rows, new_scores, _, _ = neighbours.update_lists(
+        vectors, candidates, rows.copy(), scores.copy(), list_floor(scores, rows), moved,
+        n=20, width=width, partition=carried)
+    exact_rows, exact_scores, _ = compute_table(vectors, candidates, n=20, method="numpy")
+    served = new_rows[:, :20]
+    assert recall_at_k(served, exact_rows) >= 0.98
+    # the moved articles' own lists, and the lists they moved into
+    assert recall_at_k(served[moved], exact_rows[moved]) >= 0.98
+    wanted = np.isin(exact_rows, moved)
+    holds = np.array([np.isin(exact_rows[r][wanted[r]], served[r]).all()
+                      for r in np.flatnonzero(wanted.any(axis=1))])
+    assert holds.mean() >= 0.98
+    assert not np.isin(served, moved).sum() > wanted.sum() * 1.05  # nor where they left
+    same = served == exact_rows
+    assert np.allclose(new_scores[:, :20][same], exact_scores[same], atol=1e-5)
+
+
 def records(n: int) -> list[dict[str, Any]]:
     return [{"id": f"a{i}", "title": f"Story {i} about topic{i % 9} and theme{i % 23}",
              "body": f"words topic{i % 9} theme{i % 23} item{i}"} for i in range(n)]
@@ -136,3 +173,30 @@ def test_the_manifest_and_info_record_the_method_and_recall(
         assert json.loads((live / "manifest.json").read_text())["extra"] == extra
     assert Recommender.open(exact_index).info()["extra"]["neighbours_recall"] == 1.0
     assert 0.9 <= report.neighbours_recall <= 1.0
+
+
+def test_an_approximate_index_keeps_its_partition_and_updates_search_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = tmp_path / "approximate"
+    monkeypatch.setattr(neighbours, "EXACT_PAIRS", 0)  # as if 300 articles were millions
+    build_index(index, records(300), embedder=HashingEmbedder(64))
+    first = Recommender.open(index).info()["extra"]
+    assert first["partition_nprobe"] >= 1
+
+    def exhaustive(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an approximate table's update scanned every row")
+
+    monkeypatch.setattr(neighbours, "_scan_changed", exhaustive)
+    edited = [{**r, "title": r["title"] + " edited", "body": "different words " * 5}
+              for r in records(300)[10:13]]
+    report = build_index(index, [*edited, {"id": "new", "title": "A new story",
+                                           "body": "words topic1 theme2"}],
+                         embedder=HashingEmbedder(64), incremental=True)
+    assert report.neighbours_mode == "incremental" and report.embedded == 4
+    rec = Recommender.open(index)
+    assert rec.info()["extra"]["partition_nprobe"] == first["partition_nprobe"]
+    live = index / "versions" / (index / "CURRENT").read_text().strip()
+    lists = np.load(live / vector_index.PARTITION_LISTS_FILE)
+    assert lists.shape == (301,) and (lists >= 0).all()
+    assert report.neighbours_recall >= 0.9
+    assert rec.similar("new", k=3)  # the new article has its neighbours
