@@ -407,14 +407,7 @@ def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray
         present = np.isfinite(best_scores)
         own_rows[:, :best_scores.shape[1]] = np.where(present, best_rows, -1)
         own_scores[:, :best_scores.shape[1]] = np.where(present, best_scores, 0.0)
-    if pairs:
-        pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
-                                                                              strict=True))
-    else:
-        pair_rows = pair_cands = np.zeros(0, dtype=np.int64)
-        pair_scores = np.zeros(0, dtype=np.float32)
-    return (pair_rows.astype(np.int64), pair_cands.astype(np.int32),
-            pair_scores.astype(np.float32), (own_rows, own_scores))
+    return _scan_result(pairs, own_rows, own_scores)
 
 
 def _scan_partitioned(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray,
@@ -467,6 +460,13 @@ def _scan_partitioned(vectors: np.ndarray, candidates: np.ndarray, floor: np.nda
     found = np.isfinite(best_scores)
     own_rows = np.where(found, best_rows, -1).astype(np.int32)
     own_scores = np.where(found, best_scores, 0.0).astype(np.float32)
+    return _scan_result(pairs, own_rows, own_scores)
+
+
+def _scan_result(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], own_rows: np.ndarray,
+                 own_scores: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """A scan's (row, changed candidate, score) pairs joined, and the own lists."""
     if pairs:
         pair_rows, pair_cands, pair_scores = (np.concatenate(p) for p in zip(*pairs,
                                                                               strict=True))
