@@ -45,9 +45,10 @@ class VectorIndex(ABC):
     version), built from the vectors by the constructor. `search` returns (scores float32,
     ids int64), best first, -1/-inf padded where fewer than k vectors exist.
 
-    Nothing is saved beside the version's vectors.npy: exact search runs on the memory-mapped
-    vectors, and an approximate index is built from them by the search that needs it (the
-    candidate table of a build or of a large update), so the vectors are stored once."""
+    No vectors are saved beside the version's vectors.npy: exact search runs on the
+    memory-mapped vectors, and an approximate index is built from them by the search that
+    needs it (the candidate table of a build or of a large update), so the vectors are stored
+    once; an IVF table keeps only its `Partition` (centroids and each row's list)."""
 
     kind: ClassVar[str]
 
