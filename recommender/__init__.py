@@ -29,7 +29,7 @@ from .errors import (
     UnknownSlot,
 )
 from .ranking import Recommendation
-from .recommender import Recommender
+from .recommender import PageMemo, Recommender
 from .samples import sample_corpus_path
 
 __all__ = [
@@ -37,7 +37,8 @@ __all__ = [
     "Embedder", "EngineError", "Filters",
     "HashingEmbedder",
     "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputError", "InvalidArticle",
-    "InvalidInput", "LoadReport", "LocalEngine", "ModelMismatch", "Problem", "RankingConfig",
+    "InvalidInput", "LoadReport", "LocalEngine", "ModelMismatch", "PageMemo", "Problem",
+    "RankingConfig",
     "RayEngine", "Recommendation", "Recommender",
     "RecommenderError", "RemovalRefused", "RuntimeUnavailable", "SentenceTransformerEmbedder",
     "SlotPolicy",

@@ -176,6 +176,10 @@ class Ranker:
         self._by_date: np.ndarray | None = None
         self._overrides: tuple[Overrides, set[int], dict[int, set[int]]] | None = None
 
+    def page_wide(self) -> tuple[Any, ...]:
+        """What of the whole version (beyond a page's own articles) every page depends on."""
+        return (self._languages > 1, self._translations)
+
     def candidates(self, source: int, rows: np.ndarray) -> Candidates:
         """Pairwise scores of `source` with `rows`, computed now (for rows outside the
         precomputed table)."""

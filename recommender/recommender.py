@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from .store import IndexDirectory, IndexVersion
 
 Clock = Callable[[], datetime]
 logger = logging.getLogger("recommender")
+PAGE_MEMO = 10_000  # pages kept by what they depend on (Recommender.open(page_memo=))
 
 
 @dataclass
@@ -33,6 +35,50 @@ class _Live:
 
     version: IndexVersion
     ranker: Ranker
+    digest: bytes  # what every page of this version and config depends on (PageMemo)
+
+
+class PageMemo:
+    """Pages computed before, kept by what their answer depends on (a digest of the article's
+    and its candidates' records and scores, the config, the overrides, what of it the clock
+    decides), not by index version: a page whose inputs a publish did not touch is answered
+    again from here in the next version, and the next minute does not recompute it. Shared by
+    the Recommenders of successive versions (`Recommender.open(page_memo=...)`). Bounded:
+    least recently used go first. hits and misses count lookups (for benches and tests)."""
+
+    def __init__(self, size: int = PAGE_MEMO) -> None:
+        self.size = size
+        self.hits = self.misses = 0
+        self._pages: OrderedDict[tuple[str, Any], tuple[bytes, tuple[str, str] | None,
+                                                        dict[str, list[Recommendation]]]] = \
+            OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def get(self, key: tuple[str, Any], depends: bytes, moment: tuple[str, str]
+            ) -> dict[str, list[Recommendation]] | None:
+        with self._lock:
+            kept = self._pages.get(key)
+            # a page that took links "nearby" in time read the whole index by date: it is
+            # kept for its version and minute only
+            if kept is None or kept[0] != depends or (kept[1] is not None and kept[1] != moment):
+                self.misses += 1
+                return None
+            self._pages.move_to_end(key)
+            self.hits += 1
+        return {name: list(links) for name, links in kept[2].items()}
+
+    def put(self, key: tuple[str, Any], depends: bytes, moment: tuple[str, str] | None,
+            page: dict[str, list[Recommendation]]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._pages[key] = (depends, moment, {n: list(links) for n, links in page.items()})
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
 
 
 class Recommender:
@@ -47,8 +93,10 @@ class Recommender:
 
     def __init__(self, directory: IndexDirectory, version: IndexVersion, *, config: Config,
                  reload_interval: float = 1.0, now: datetime | Clock | None = None,
-                 config_file: Path | None = None, config_required: bool = False) -> None:
+                 config_file: Path | None = None, config_required: bool = False,
+                 page_memo: PageMemo | int = PAGE_MEMO) -> None:
         self._directory = directory
+        self.memo = page_memo if isinstance(page_memo, PageMemo) else PageMemo(page_memo)
         # The configuration as given; `config` is it over the model profile of the version
         # served (config.MODEL_PROFILES), set with each version.
         self._given_config = config
@@ -76,7 +124,8 @@ class Recommender:
     def open(cls, path: str | os.PathLike[str], *, model: str | Embedder | None = None,
              config: Config | str | os.PathLike[str] | None = None,
              reload_interval: float = 1.0, now: datetime | Clock | None = None,
-             strict_config: bool = True) -> Recommender:
+             strict_config: bool = True, page_memo: PageMemo | int = PAGE_MEMO
+             ) -> Recommender:
         """Open the live version of the index at `path`.
 
         model: if given, must be the model the index was built with (else ModelMismatch).
@@ -87,6 +136,8 @@ class Recommender:
         else the real time.
         strict_config: False to serve the built-in defaults (and log an error) rather than
         fail when the config file cannot be used; what the template helpers do.
+        page_memo: how many pages `page()` keeps by what they depend on (0: none), or the
+        PageMemo of the Recommender that served the previous version, to carry its pages.
         """
         directory = IndexDirectory(path)
         version = IndexVersion(directory.current_path())
@@ -117,14 +168,16 @@ class Recommender:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
         return cls(directory, version, config=config, reload_interval=reload_interval,
-                   now=now, config_file=file, config_required=required)
+                   now=now, config_file=file, config_required=required, page_memo=page_memo)
 
     def _prepare(self, version: IndexVersion) -> _Live:
         model = version.manifest.model
         if model not in self._by_model:  # parsed once, not on every version switch
             self._by_model = {model: self._given_config.for_model(model)}
         self.config = self._by_model[model]
-        return _Live(version, Ranker(version, self.config.ranking))
+        ranker = Ranker(version, self.config.ranking)
+        digest = hashlib.sha256(repr((model, self.config, ranker.page_wide())).encode()).digest()
+        return _Live(version, ranker, digest)
 
     # ------------------------------------------------------------------ versions
 
@@ -343,8 +396,17 @@ class Recommender:
         candidates = self._candidates(live, source, max(p.candidates for p in policies),
                                       at_least=max(p.k for p in policies))
         now, overrides = self.now(), self.overrides()
-        prepared = ranker.prepare(source, candidates)
         pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
+        key = (article_id, filters)
+        minute = now.astimezone(UTC).strftime("%Y%m%dT%H%M")
+        moment = (version.manifest.version, minute)
+        depends = b""
+        if self.memo.size > 0:
+            depends = self._page_depends(live, source, candidates, pinned, filters, now, minute)
+            kept = self.memo.get(key, depends, moment)
+            if kept is not None:
+                return kept
+        prepared = ranker.prepare(source, candidates)
         shown: list[int] = []
         chosen: dict[str, list[Pick]] = {}
         for policy in policies:
@@ -363,7 +425,38 @@ class Recommender:
             shown.extend(p.row for p in picks)
             chosen[policy.name] = picks
         rows = version.summaries_at(shown)  # one read for the whole page
-        return {name: self._results(version, picks, rows) for name, picks in chosen.items()}
+        page = {name: self._results(version, picks, rows) for name, picks in chosen.items()}
+        if self.memo.size > 0:
+            nearby = any(p.reason.get("fallback") == "nearby"
+                         for picks in chosen.values() for p in picks)
+            self.memo.put(key, depends, moment if nearby else None, page)
+        return page
+
+    def _page_depends(self, live: _Live, source: int, candidates: Candidates,
+                      pinned: dict[str, list[int]], filters: Filters | None, now: datetime,
+                      minute: str) -> bytes:
+        """A digest of everything a page's answer depends on but the index version: the
+        version and config's page-wide digest, the overrides file, the filters, the records
+        (fingerprints) of the article, of the one it translates and of its candidates and
+        pins, the candidates' scores, which of them the clock still hides, and the minute
+        where the clock moves the page's own reference date (an undated or future-dated
+        article). Equal digests give equal pages, whichever version computed them."""
+        version, ranker = live.version, live.ranker
+        fingerprint, timestamp = version.columns.fingerprint, version.columns.timestamp
+        anchor = ranker.anchor(source)
+        now_ts = now.timestamp()
+        digest = hashlib.blake2b(live.digest, digest_size=20)
+        digest.update(repr((self._overrides.stamp(), filters)).encode())
+        digest.update(fingerprint[[source, anchor]].tobytes())
+        if not (timestamp[source] <= now_ts and timestamp[anchor] <= now_ts):  # NaN too
+            digest.update(minute.encode())
+        rows = candidates.rows
+        for part in (fingerprint[rows], candidates.semantic, candidates.lexical,
+                     candidates.names, timestamp[rows] > now_ts):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        for name in sorted(pinned):
+            digest.update(name.encode() + b"\0" + fingerprint[pinned[name]].tobytes())
+        return digest.digest()
 
     def pair_relevance(self, first: str, second: str) -> float:
         """The fused relevance score of two articles (what `similar` ranks by)."""

@@ -429,8 +429,11 @@ class VersionFollower:
         if stamp == self.stamp:
             return False
         try:
+            # the pages kept go on: those whose inputs this publish did not touch are not
+            # computed again (PageMemo)
             rec = await asyncio.to_thread(Recommender.open, self.index, config=self.config,
-                                          reload_interval=-1)
+                                          reload_interval=-1,
+                                          page_memo=self.serving.current.rec.memo)
             # The template is compiled here, not in the thread: CPython 3.11.7's compile()
             # is not safe beside another thread's (numpy's header parse in that open).
             new = _Served(rec, ArticlePages(rec, link_pattern=self.link_pattern))

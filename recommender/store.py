@@ -452,13 +452,14 @@ class Columns:
     original: np.ndarray           # int64 row of the article this one translates, or -1
     tag_indptr: np.ndarray         # int64, CSR-style: tags of row i are
     tag_codes: np.ndarray          # tag_codes[tag_indptr[i]:tag_indptr[i+1]]
+    fingerprint: np.ndarray        # int64 hash of the article's whole record (record_key)
     languages: list[str]
     sections: list[str]
     stories: list[str]
     tags: list[str]
 
     ARRAYS = ("published", "timestamp", "language", "section", "story", "paywalled",
-              "title_key", "body_key", "original", "tag_indptr", "tag_codes")
+              "title_key", "body_key", "original", "tag_indptr", "tag_codes", "fingerprint")
     TABLES = ("languages", "sections", "stories", "tags")
 
     def tags_of(self, row: int) -> np.ndarray:
@@ -498,6 +499,7 @@ def build_columns(articles: Sequence[Article]) -> Columns:
                            for a in articles], dtype=np.int64),
         tag_indptr=np.array(indptr, dtype=np.int64),
         tag_codes=np.array(tag_codes, dtype=np.int32),
+        fingerprint=np.array([record_key(a) for a in articles], dtype=np.int64),
         **{name: list(tables[name]) for name in Columns.TABLES},
     )
 
@@ -528,7 +530,7 @@ def update_columns(old: Columns, carried: np.ndarray, fresh: Sequence[Article],
         tables[table] = list(known)
         remaps[column] = np.array([known[v] for v in getattr(new, table)], dtype=np.int32)
     for name in ("published", "timestamp", "language", "section", "story", "paywalled",
-                 "title_key", "body_key"):
+                 "title_key", "body_key", "fingerprint"):
         old_values = getattr(old, name)
         out = np.zeros(count, dtype=old_values.dtype)
         out[keep] = old_values[source]
@@ -582,6 +584,15 @@ def update_columns(old: Columns, carried: np.ndarray, fresh: Sequence[Article],
     return Columns(**data, **tables)
 
 
+def record_key(article: Article) -> int:
+    """64-bit hash of everything stored of an article (its SQLite row but the row number):
+    equal keys in two versions mean the same article, text, dates, status and metadata,
+    hence the same vector and the same part in any page. What a kept page depends on
+    (`Recommender.page`)."""
+    digest = hashlib.blake2b(repr(article_row(article, 0, "")).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def _text_key(text: str) -> int:
     """64-bit hash of a text; 0 stands for "no text" and never matches."""
     if not text:
@@ -599,7 +610,12 @@ def write_columns(directory: Path, columns: Columns) -> None:
 def read_columns(directory: Path) -> Columns:
     try:
         with np.load(directory / "columns.npz", allow_pickle=False) as arrays:
-            data: dict[str, Any] = {k: arrays[k] for k in Columns.ARRAYS}
+            data: dict[str, Any] = {k: arrays[k] for k in Columns.ARRAYS if k in arrays}
+            if "fingerprint" not in data:  # written before fingerprints: one per version,
+                # so nothing kept is taken for another version's
+                stamp = os.stat(directory / "columns.npz")
+                key = hash((str(directory.resolve()), stamp.st_ino, stamp.st_mtime_ns))
+                data["fingerprint"] = np.full(len(arrays["published"]), key, dtype=np.int64)
         data.update(json.loads((directory / "columns.json").read_text()))
     except READ_ERRORS as exc:
         raise IndexCorrupt(f"cannot read the columns of {directory}: {exc}") from exc
