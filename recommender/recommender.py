@@ -38,6 +38,12 @@ class _Live:
     digest: bytes  # what every page of this version and config depends on (PageMemo)
 
 
+def takes_nearby(page: dict[str, list[Recommendation]]) -> bool:
+    """Does a page show links "nearby" in time (a fallback drawn from the whole index by
+    date, not from its candidates)? Such a page is kept for its version and minute only."""
+    return any(r.reason.get("fallback") == "nearby" for links in page.values() for r in links)
+
+
 class PageMemo:
     """Pages computed before, kept by what their answer depends on (a digest of the article's
     and its candidates' records and scores, the config, the overrides, what of it the clock
@@ -387,22 +393,12 @@ class Recommender:
         """Every slot of one page. No article appears twice on the page, nor a copy of a link
         already on it, and where a slot keeps one link per event, no event twice; earlier
         slots (see_also) choose first. `filters` narrows every slot (see `related`)."""
-        live = self._current()
+        live, source, policies, candidates, now, overrides, pinned, moment, depends = \
+            self._page_inputs(article_id, filters)
         version, ranker = live.version, live.ranker
-        source = self._position(version, article_id)
-        policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
-            [p for n, p in self.slots.items() if n not in PAGE_ORDER]
         narrowed = {p.name: filters.narrow(p) if filters else p for p in policies}
-        candidates = self._candidates(live, source, max(p.candidates for p in policies),
-                                      at_least=max(p.k for p in policies))
-        now, overrides = self.now(), self.overrides()
-        pinned = {p.name: ranker.pinned_rows(source, p.name, overrides, now) for p in policies}
         key = (article_id, filters)
-        minute = now.astimezone(UTC).strftime("%Y%m%dT%H%M")
-        moment = (version.manifest.version, minute)
-        depends = b""
         if self.memo.size > 0:
-            depends = self._page_depends(live, source, candidates, pinned, filters, now, minute)
             kept = self.memo.get(key, depends, moment)
             if kept is not None:
                 return kept
@@ -427,10 +423,35 @@ class Recommender:
         rows = version.summaries_at(shown)  # one read for the whole page
         page = {name: self._results(version, picks, rows) for name, picks in chosen.items()}
         if self.memo.size > 0:
-            nearby = any(p.reason.get("fallback") == "nearby"
-                         for picks in chosen.values() for p in picks)
-            self.memo.put(key, depends, moment if nearby else None, page)
+            self.memo.put(key, depends, moment if takes_nearby(page) else None, page)
         return page
+
+    def page_key(self, article_id: str, *, filters: Filters | None = None) -> str:
+        """A digest of everything `page(article_id, filters=filters)` depends on but the
+        index version (see `_page_depends`): equal keys, equal pages, unless the page takes
+        links "nearby" in time (`takes_nearby`), which read the whole version. Cheap (no
+        ranking): what an HTTP cache validates a kept answer with."""
+        return self._page_inputs(article_id, filters)[-1].hex()
+
+    def _page_inputs(self, article_id: str, filters: Filters | None) -> tuple[
+            _Live, int, list[SlotPolicy], Candidates, datetime, Overrides,
+            dict[str, list[int]], tuple[str, str], bytes]:
+        """What a page is computed from, read once: (live version, source row, the slots in
+        page order, candidates, now, overrides, pinned rows by slot, (version, minute),
+        the digest of what it depends on)."""
+        live = self._current()
+        source = self._position(live.version, article_id)
+        policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
+            [p for n, p in self.slots.items() if n not in PAGE_ORDER]
+        candidates = self._candidates(live, source, max(p.candidates for p in policies),
+                                      at_least=max(p.k for p in policies))
+        now, overrides = self.now(), self.overrides()
+        pinned = {p.name: live.ranker.pinned_rows(source, p.name, overrides, now)
+                  for p in policies}
+        minute = now.astimezone(UTC).strftime("%Y%m%dT%H%M")
+        depends = self._page_depends(live, source, candidates, pinned, filters, now, minute)
+        return (live, source, policies, candidates, now, overrides, pinned,
+                (live.version.manifest.version, minute), depends)
 
     def _page_depends(self, live: _Live, source: int, candidates: Candidates,
                       pinned: dict[str, list[int]], filters: Filters | None, now: datetime,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
+import json
 import logging
 import os
 import time
@@ -45,6 +47,7 @@ DEFAULT_CACHE_BYTES = 64 * 2**20  # of answer bodies kept in memory, per worker
 INDEX_ENV, CONFIG_ENV, MAX_AGE_ENV = "RECOMMENDER_INDEX", "RECOMMENDER_CONFIG", \
     "RECOMMENDER_MAX_AGE"
 VERSION_HEADER = "X-Index-Version"
+FULL_COLLECT_EVERY = 50  # switches between full garbage collections (freeze_long_lived)
 FOLLOW_INTERVAL = 0.25  # seconds between checks for a new version, in the background
 WARM_SECONDS = 2.0      # at most this long spent answering again before a switch
 
@@ -185,6 +188,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(follower.run()) if follower is not None else None
+        freeze_long_lived(0)  # the version opened, the app: kept for the server's life
         try:
             yield
         finally:
@@ -206,14 +210,24 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     def served(request: Request) -> _Served:
         return request.scope[SERVED]  # type: ignore[no-any-return]
 
-    def conditional(request: Request, answer: Callable[[], dict[str, Any] | str]) -> Response:
+    def conditional(request: Request, answer: Callable[[], dict[str, Any] | str],
+                    page: _PageAsked | None = None) -> Response:
         """The answer (JSON, or HTML when it is a str) with its validators, or 304 when the
         client has it already. The tag is computed before the answer, so a 304 costs no
-        query."""
+        query. `page`: the page an answer of /page is (its tag then names what the page
+        depends on, not the index version: `_page_etag`)."""
         rec = served(request).rec
-        version, state = rec.version, rec.state()
-        etag = '"' + hashlib.sha256(
-            f"{state}\0{request.url.path}\0{request.url.query}".encode()).hexdigest()[:32] + '"'
+        version = rec.version
+        etag = None
+        if page is not None:
+            try:
+                etag = _page_etag(rec, page, request.scope)
+            except ArticleNotFound:  # the answer says so (404, or empty with unknown=empty)
+                page = None
+        if etag is None:
+            etag = '"' + hashlib.sha256(f"{rec.state()}\0{request.scope['path']}\0"
+                                        f"{request.scope['query_string'].decode('latin-1')}"
+                                        .encode()).hexdigest()[:32] + '"'
         headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}",
                    VERSION_HEADER: version}
         if _matches(request.headers.get("if-none-match"), etag):
@@ -222,6 +236,9 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         if isinstance(body, str):
             return HTMLResponse(body, headers=headers)
         headers[VERSION_HEADER] = body.get("version", version)
+        if page is not None and not any(link["reason"].get("fallback") == "nearby"
+                                        for links in body["slots"].values() for link in links):
+            request.scope[PAGE_ASKED] = page  # the AnswerCache may carry it to later versions
         return JSONResponse(body, headers=headers)
 
     @app.get("/articles/{article_id:path}", response_class=HTMLResponse,
@@ -282,7 +299,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                 body["explanations"] = {n: [explain_reason(x.reason) for x in r]
                                         for n, r in slots.items()}
             return body
-        return conditional(request, answer)
+        return conditional(request, answer, _PageAsked(article_id, filters))
 
     @app.get("/v1/articles/{article_id:path}/similar", response_model=SimilarResponse,
              responses=ERRORS, summary="The relevance ranking before any slot policy")
@@ -407,6 +424,7 @@ class VersionFollower:
         self.config_file = None if isinstance(config, Config) else config_path(index, config)[0]
         self.stamp = self._stamps()
         self.warmed = 0  # answers computed ahead of the last switch (for tests and benches)
+        self.switches = 0
 
     def _stamps(self) -> tuple[object, object]:
         config_stamp = file_stamp(self.config_file)
@@ -449,7 +467,21 @@ class VersionFollower:
             self.warmed = await cache.warm(self.app, new, self.serving.current.rec,
                                            self.warm_seconds)
         self.serving.current = new
+        self.switches += 1
+        freeze_long_lived(self.switches)
         return True
+
+
+def freeze_long_lived(switches: int) -> None:
+    """Put what is in memory now (the version served, the answers and pages kept) out of
+    the garbage collector's passes (gc.freeze): a full pass over them stops the event loop
+    for ~0.1 s at 5,000 articles, longer with more, and they live until the next switch
+    anyway. Every FULL_COLLECT_EVERY switches everything is collected once (a cycle of an
+    old version frozen with it, such as a compiled template, is freed then)."""
+    if switches and switches % FULL_COLLECT_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _answer_cache(app: ASGIApp) -> AnswerCache | None:
@@ -463,11 +495,52 @@ def _answer_cache(app: ASGIApp) -> AnswerCache | None:
 
 
 @dataclass(frozen=True)
+class _PageAsked:
+    """The page an answer of /page is: what its ETag is computed from again."""
+
+    article_id: str
+    filters: Filters | None
+
+
+PAGE_ASKED = "recommender.page"  # the scope key where /page says which page it answered
+
+
+def _page_etag(rec: Recommender, page: _PageAsked, scope: Scope) -> str:
+    """A weak ETag of a /page answer: what the page depends on (`Recommender.page_key`:
+    the records and scores it is computed from, config, overrides, what of it the clock
+    decides) and the request, not the index version. Two answers with one tag are the same
+    page but for the version they name (RFC 9110's weak validator): after a publish that
+    did not touch the page, a client or CDN revalidates with a 304."""
+    key = rec.page_key(page.article_id, filters=page.filters)
+    request = f"{key}\0{scope['path']}\0{scope['query_string'].decode('latin-1')}"
+    return 'W/"' + hashlib.sha256(request.encode()).hexdigest()[:32] + '"'
+
+
+@dataclass(frozen=True)
 class _Kept:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     etag: str
     validators: list[tuple[bytes, bytes]]  # what a 304 repeats: ETag, Cache-Control, version
+    page: _PageAsked | None = None  # a /page answer that may be carried to later versions
+    version: str = ""               # the version it names
+
+    def for_version(self, version: str) -> _Kept:
+        """The same answer naming `version` (in its body and X-Index-Version)."""
+        if version == self.version:
+            return self
+        name = VERSION_HEADER.lower().encode()
+
+        def swap(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+            return [(k, version.encode() if k.lower() == name else v) for k, v in headers]
+
+        # the first "version" key of the JSON is the top level's (no string holds `"version":"`
+        # unescaped), and only the length of the body changes with it
+        body = self.body.replace(b'"version":' + json.dumps(self.version).encode(),
+                                 b'"version":' + json.dumps(version).encode(), 1)
+        headers = [(k, str(len(body)).encode()) if k.lower() == b"content-length" else (k, v)
+                   for k, v in swap(self.headers)]
+        return _Kept(headers, body, self.etag, swap(self.validators), self.page, version)
 
 
 class AnswerCache:
@@ -487,6 +560,10 @@ class AnswerCache:
         self.kept: LRUCache[tuple[str, str, bytes], _Kept] | None = LRUCache(
             maxsize=max_bytes, getsizeof=lambda kept: len(kept.body) + 512) \
             if max_bytes > 0 else None
+        # the key of the last answer kept for each /page request, to carry it (_carried)
+        self.latest: LRUCache[tuple[str, bytes], tuple[str, str, bytes]] = LRUCache(
+            maxsize=max(max_bytes // 1024, 1))
+        self.carried = 0  # answers carried to a later state (for tests and benches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -505,6 +582,8 @@ class AnswerCache:
             await self.app(scope, receive, send)
             return
         kept = self.kept.get(key)
+        if kept is None:
+            kept = self._carried(served, key)
         if kept is not None:
             if_none_match = next((v.decode("latin-1") for k, v in scope["headers"]
                                   if k == b"if-none-match"), None)
@@ -529,12 +608,39 @@ class AnswerCache:
                     headers = list(start.get("headers", []))
                     etag = next((v for k, v in headers if k.lower() == b"etag"), None)
                     if etag is not None and self.kept is not None:
-                        self.kept[key] = _Kept(
+                        self._keep(key, _Kept(
                             headers, b"".join(chunks), etag.decode("latin-1"),
-                            [(k, v) for k, v in headers if k.lower() in self.VALIDATORS])
+                            [(k, v) for k, v in headers if k.lower() in self.VALIDATORS],
+                            scope.get(PAGE_ASKED), served.rec.version))
             await send(message)
 
         await self.app(scope, receive, keep)
+
+    def _keep(self, key: tuple[str, str, bytes], kept: _Kept) -> None:
+        assert self.kept is not None
+        self.kept[key] = kept
+        if kept.page is not None:
+            self.latest[key[1:]] = key
+
+    def _carried(self, served: _Served, key: tuple[str, str, bytes]) -> _Kept | None:
+        """The answer kept for the same request in an earlier state (another version or
+        minute), when it is still the page asked for: same ETag (`_page_etag`). Kept again
+        for this state, naming this version."""
+        assert self.kept is not None
+        before = self.latest.get(key[1:])
+        kept = self.kept.get(before) if before is not None else None
+        if kept is None or kept.page is None:
+            return None
+        try:
+            if _page_etag(served.rec, kept.page, {"path": key[1], "query_string": key[2]}) \
+                    != kept.etag:
+                return None
+        except Exception:  # gone from the index, or unreadable: the routes answer
+            return None
+        carried = kept.for_version(served.rec.version)
+        self._keep(key, carried)
+        self.carried += 1
+        return carried
 
     async def warm(self, app: ASGIApp, new: _Served, old: Recommender, seconds: float) -> int:
         """Answer again, through `app` and for `new`, the requests kept for `old`'s state,
@@ -548,6 +654,14 @@ class AnswerCache:
             return 0
         wanted = [(path, query) for kept_state, path, query in reversed(list(self.kept))
                   if kept_state == state]
+        try:
+            new_state = new.rec.state()
+        except Exception:
+            return 0
+        # the pages this version did not touch are carried over as they are, the rest are
+        # computed again
+        wanted = [(path, query) for path, query in wanted
+                  if self._carried(new, (new_state, path, query)) is None]
         deadline, done = time.monotonic() + seconds, 0
 
         async def nothing() -> Message:
@@ -596,7 +710,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
     tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return etag in tags or "*" in tags
+    return etag.removeprefix("W/") in tags or "*" in tags
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -9,7 +9,8 @@ Spanish articles, stories). Embedding is synthetic, so its time is excluded.
 Reports: full build time by stage; the candidate table's method and its recall@50 against
 exact search on a sample (as the build recorded it in the manifest); updates of 1% and of 3
 articles; peak memory of each build (each runs in a fresh process, as from cron); serving
-memory and page() p50/p99 in a fresh process. With --compare-faiss (the default up to 200,000
+memory and page() p50/p99 in a fresh process (every page computed; and a page asked again,
+from the PageMemo). With --compare-faiss (the default up to 200,000
 articles) it also computes the all-pairs table with faiss.knn in the same run and checks the
 lists are identical.
 
@@ -107,7 +108,7 @@ def step_serve(index: Path, queries: int) -> dict[str, Any]:
     from recommender import Recommender
 
     started = time.perf_counter()
-    rec = Recommender.open(index)
+    rec = Recommender.open(index, page_memo=0)  # every page computed, none kept
     open_seconds = time.perf_counter() - started
     ids = rec.ids()
     rng = np.random.default_rng(7)
@@ -120,8 +121,22 @@ def step_serve(index: Path, queries: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         rec.page(article_id)
         samples.append(time.perf_counter() - t0)
-    return {"open_seconds": open_seconds, "rss_200_mb": rss_after_200, "rss_mb": peak_mb(),
-            "p50_ms": percentile_ms(samples, 50), "p99_ms": percentile_ms(samples, 99)}
+    rss_mb = peak_mb()
+    status = Path("/proc/self/status").read_text()
+    anon, file = (int(status.split(f"{k}:")[1].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
+    # a page asked again whose inputs did not change: from the PageMemo
+    kept = Recommender.open(index)
+    for article_id in sample[:1000]:
+        kept.page(article_id)
+    again = []
+    for article_id in sample[:1000]:
+        t0 = time.perf_counter()
+        kept.page(article_id)
+        again.append(time.perf_counter() - t0)
+    return {"open_seconds": open_seconds, "rss_200_mb": rss_after_200, "rss_mb": rss_mb,
+            "anon_mb": anon, "file_mb": file,
+            "p50_ms": percentile_ms(samples, 50), "p99_ms": percentile_ms(samples, 99),
+            "kept_p50_ms": percentile_ms(again, 50), "kept_p99_ms": percentile_ms(again, 99)}
 
 
 def step_compare(index: Path) -> dict[str, Any]:
@@ -219,8 +234,12 @@ def main() -> None:
         print(f"open                                 {serve['open_seconds'] * 1000:8.1f} ms")
         print(f"page() p50 / p99                     {serve['p50_ms']:8.3f} / "
               f"{serve['p99_ms']:.3f} ms")
+        print(f"page() kept (PageMemo) p50 / p99     {serve['kept_p50_ms']:8.3f} / "
+              f"{serve['kept_p99_ms']:.3f} ms")
         print(f"serving process, open + 200 pages    {serve['rss_200_mb']:8.0f} MB   (peak "
-              f"resident; {serve['rss_mb']:.0f} MB after all {args.queries:,})", flush=True)
+              f"resident; {serve['rss_mb']:.0f} MB after all {args.queries:,}: "
+              f"{serve['anon_mb']:.0f} MB the process' own, {serve['file_mb']:.0f} MB of "
+              f"mapped index files, shared page cache)", flush=True)
         if compare:
             pairs = run_child("compare", str(index))
             ours, theirs = min(pairs["exact_seconds"]), min(pairs["faiss_seconds"])

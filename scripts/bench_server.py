@@ -11,7 +11,7 @@ bounded in time (`--seconds` per row).
 
     python scripts/bench_server.py [--articles 5000] [--seconds 5] [--workers 1]
                                    [--publish-every 3] [--nice 10] [--no-sample] [--wrk]
-                                   [--http-server granian|uvicorn]
+                                   [--http-server granian|uvicorn] [--popularity zipf]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def start_server(index: Path, port: int, workers: int, http_server: str
     raise SystemExit("recommender serve did not start within 60 s")
 
 
-async def drive(port: int, ids: list[str], clients: int, seconds: float
+async def drive(port: int, ids: list[str], clients: int, seconds: float, zipf: bool = False
                 ) -> tuple[int, int, list[float]]:
     """`clients` closed-loop clients for `seconds`, each on its own keep-alive connection,
     sending its next request when the previous answer is in. HTTP/1.1 is written by hand over
@@ -108,7 +108,7 @@ async def drive(port: int, ids: list[str], clients: int, seconds: float
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             while time.perf_counter() < end:
-                path = f"/v1/articles/{quote(rng.choice(ids), safe='')}/page"
+                path = f"/v1/articles/{quote(pick(ids, rng, zipf), safe='')}/page"
                 started = time.perf_counter()
                 try:
                     writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
@@ -132,20 +132,32 @@ async def drive(port: int, ids: list[str], clients: int, seconds: float
 
 WRK_SCRIPT = """
 local ids = {%s}
+local zipf = %s
 request = function()
-  return wrk.format("GET", "/v1/articles/" .. ids[math.random(#ids)] .. "/page")
+  local i = zipf and math.floor(#ids ^ math.random()) or math.random(#ids)
+  return wrk.format("GET", "/v1/articles/" .. ids[math.max(i, 1)] .. "/page")
 end
 """
 
 
-def drive_wrk(port: int, ids: list[str], clients: int, seconds: float
+def pick(ids: list[str], rng: random.Random, zipf: bool) -> str:
+    """A random id: uniformly, or with Zipf popularity (s = 1: the id of rank r is asked
+    about 1/r as often as the first; `ids` in a shuffled order), as the readers of a news
+    site spread over its pages."""
+    if not zipf:
+        return rng.choice(ids)
+    return ids[max(int(len(ids) ** rng.random()), 1) - 1]
+
+
+def drive_wrk(port: int, ids: list[str], clients: int, seconds: float, zipf: bool = False
               ) -> tuple[int, int, list[float]]:
     """The same load from wrk (a C load generator, one thread, `clients` keep-alive
     connections, random ids): it costs the shared cores far less than a Python client.
     Returns what drive() does, with the p50 and p99 that wrk reports standing for the
     latencies; errors are non-2xx answers and socket errors."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(WRK_SCRIPT % ", ".join(json.dumps(quote(i, safe="")) for i in ids))
+        lua.write(WRK_SCRIPT % (", ".join(json.dumps(quote(i, safe="")) for i in ids),
+                                "true" if zipf else "false"))
     try:
         out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency",
                               "--timeout", "30s",  # a slow answer is measured, not an error
@@ -209,14 +221,16 @@ def switch_lag(published: list[dict[str, object]], seen: dict[str, float]) -> fl
 def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[str]
             ) -> list[Row]:
     ids = Recommender.open(index).ids()
+    random.Random(3).shuffle(ids)  # popularity (with --popularity zipf) not by row order
+    zipf = args.popularity == "zipf"
     port = free_port()
     server = start_server(index, port, args.workers, args.http_server)
     rows = []
 
     def load(clients: int, seconds: float) -> tuple[int, int, list[float]]:
         if args.wrk:
-            return drive_wrk(port, ids, clients, seconds)
-        return asyncio.run(drive(port, ids, clients, seconds))
+            return drive_wrk(port, ids, clients, seconds, zipf)
+        return asyncio.run(drive(port, ids, clients, seconds, zipf))
 
     try:
         asyncio.run(drive(port, ids, 8, 1.0))  # warm-up
@@ -288,6 +302,9 @@ def main() -> None:
     parser.add_argument("--wrk", action="store_true",
                         help="drive the load with wrk (Debian package wrk) instead of the "
                              "Python client")
+    parser.add_argument("--popularity", default="uniform", choices=["uniform", "zipf"],
+                        help="which ids are asked for: uniformly at random, or with Zipf "
+                             "popularity (s = 1), as readers spread over a site's pages")
     parser.add_argument("--no-sample", action="store_true",
                         help="skip the sample corpus (real model)")
     parser.add_argument("--publish", nargs=3, metavar=("INDEX", "KIND", "CLUSTERS"),
@@ -316,7 +333,8 @@ def main() -> None:
                             [*me, str(index), "synthetic", str(clusters)])
     print(f"\n`/v1/articles/{{id}}/page`, {args.http_server}, {args.workers} worker(s), "
           f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s at nice "
-          f"{args.nice}, load from {'wrk' if args.wrk else 'the Python client'}; "
+          f"{args.nice}, load from {'wrk' if args.wrk else 'the Python client'}, "
+          f"{args.popularity} ids; "
           f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) "
           f"at the end:\n")
     print("| index | clients | during publishes | requests/s | p50 ms | p99 ms | errors |")

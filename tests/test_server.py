@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -492,3 +493,61 @@ def test_the_background_follower_runs_with_the_server(tiny_index: Path, tmp_path
 def test_switching_in_the_background_needs_the_index_path(rec: Recommender) -> None:
     with pytest.raises(TypeError):
         create_app(rec, switch_in_background=True)
+
+
+def test_a_page_a_publish_did_not_touch_is_carried_to_the_new_version_uncomputed(
+        tiny_index: Path, tmp_path: Path, tiny_records: list[dict[str, Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOMMENDER_NOW", NOW.isoformat())  # no new minute mid-test
+    asked: list[str] = []
+    page = Recommender.page
+
+    def counted(self: Recommender, article_id: str, **kwargs: Any) -> Any:
+        asked.append(article_id)
+        return page(self, article_id, **kwargs)
+
+    monkeypatch.setattr(Recommender, "page", counted)
+    app = create_app(tiny_index, switch_in_background=True)
+    client = TestClient(app)
+    before = {i: client.get(f"/v1/articles/{i}/page") for i in ("t01", "t09")}
+    # the embargoed article is edited: it is no page's candidate, no page changes
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(json.dumps(dict(tiny_records[11], title="Embargoed: budget figures"))
+                      + "\n")
+    published = build_index(tiny_index, [edited], embedder=HashingEmbedder(64),
+                            incremental=True).version
+    follower = app.state.follower
+    assert asyncio.run(follower.follow_once()) is True
+    assert follower.warmed == 0 and asked == ["t01", "t09"]  # nothing computed again
+    for article_id, old in before.items():
+        after = client.get(f"/v1/articles/{article_id}/page")
+        assert after.headers["X-Index-Version"] == after.json()["version"] == published
+        assert after.json()["slots"] == old.json()["slots"]
+        assert after.headers["ETag"] == old.headers["ETag"]  # a CDN revalidates with a 304
+        assert client.get(f"/v1/articles/{article_id}/page",
+                          headers={"If-None-Match": old.headers["ETag"]}).status_code == 304
+    assert asked == ["t01", "t09"]
+    fresh = Recommender.open(tiny_index).page("t01")
+    assert client.get("/v1/articles/t01/page").json()["slots"] == \
+        {name: [r.to_dict() for r in links] for name, links in fresh.items()}
+
+
+def test_the_next_minute_carries_a_kept_page_that_did_not_change(
+        tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [NOW]
+    rec = Recommender.open(tiny_index, reload_interval=0, now=lambda: clock[0])
+    calls: list[str] = []
+    page = rec.page
+
+    def counted(article_id: str, **kwargs: Any) -> Any:
+        calls.append(article_id)
+        return page(article_id, **kwargs)
+
+    monkeypatch.setattr(rec, "page", counted)
+    client = TestClient(create_app(rec))
+    first = client.get("/v1/articles/t01/page")
+    state = rec.state()
+    clock[0] = NOW + timedelta(minutes=1)
+    assert rec.state() != state
+    again = client.get("/v1/articles/t01/page")
+    assert calls == ["t01"] and again.content == first.content
