@@ -43,6 +43,8 @@ FILE = "overrides.json"
 LAST_GOOD = ".overrides.last-good.json"
 LOCK_TIMEOUT_ENV = "RECOMMENDER_LOCK_TIMEOUT"
 LOCK_TIMEOUT = 10.0  # seconds an editing command waits for another editor to finish
+STAMP_SECONDS = 0.1  # how stale OverridesFile.stamp may be for an edit by another process
+_EDITS: dict[Path, int] = {}  # edits of each overrides file by this process
 
 logger = logging.getLogger("recommender")
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -173,16 +175,23 @@ class OverridesFile:
                  lock_timeout: float | None = None) -> None:
         self.path = Path(index_dir) / FILE
         self.last_good = self.path.parent / LAST_GOOD
+        self._key = Path(os.path.abspath(self.path))  # in _EDITS, however the path is spelled
         if lock_timeout is None:
             lock_timeout = float(os.environ.get(LOCK_TIMEOUT_ENV) or LOCK_TIMEOUT)
         self.lock_timeout = lock_timeout
         self._cached: tuple[tuple[int, int] | None, Overrides] = (None, Overrides())
         self._seen: tuple[int, int] | None = None  # the stamp last read, good or bad
+        # (when, this process' edits of the file then, the stamp): see `stamp`
+        self._stamped: tuple[float, int, tuple[int, int] | None] = (-STAMP_SECONDS, 0, None)
 
     def stamp(self) -> tuple[int, int] | None:
         """(inode, mtime_ns) of the overrides file, None when there is none: a cheap change
-        detector (what caches key on)."""
-        return self._stamp()
+        detector (what caches key on). Read from the file at most every STAMP_SECONDS (a
+        page costs no stat of its own), and at once after this process edited the file."""
+        now, edits = time.monotonic(), _EDITS.get(self._key, 0)
+        if now - self._stamped[0] >= STAMP_SECONDS or edits != self._stamped[1]:
+            self._stamped = (now, edits, self._stamp())
+        return self._stamped[2]
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -195,7 +204,7 @@ class OverridesFile:
         """The overrides in force. Never raises: a file that cannot be read leaves the last
         good overrides in force (this reader's, else the last written copy) and logs an error
         once per change of the file."""
-        stamp = self._stamp()
+        stamp = self.stamp()
         if stamp == self._seen:
             return self._cached[1]
         self._seen = stamp
@@ -281,6 +290,7 @@ class OverridesFile:
                     f"{FILE}.broken-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}")
                 with storage_errors(str(self.path)):
                     os.replace(self.path, aside)
+                _EDITS[self._key] = _EDITS.get(self._key, 0) + 1
                 try:
                     base = self._read(self.last_good)
                     start = f"started from the last saved copy {self.last_good}"
@@ -304,6 +314,7 @@ class OverridesFile:
                         os.fsync(handle.fileno())
                     crash_point("overrides-temp-written")
                     os.replace(tmp, target)
+                    _EDITS[self._key] = _EDITS.get(self._key, 0) + 1  # seen at once here
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise

@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -167,7 +168,12 @@ def drive_wrk(port: int, ids: list[str], clients: int, seconds: float, zipf: boo
         os.unlink(lua.name)
 
     def ms(label: str) -> float:
-        value = out.split(f"{label}%")[1].split()[0]
+        # a line of wrk's "Latency Distribution" ("     99%   12.34ms"), not a "99%" that
+        # ends another figure (a stdev share of 78.99%)
+        match = re.search(rf"^\s+{label}%\s+(\S+)\s*$", out, re.MULTILINE)
+        if match is None:
+            raise ValueError(out)
+        value = match.group(1)
         for unit, scale in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
             if value.endswith(unit):
                 return float(value[:-len(unit)]) * scale

@@ -441,17 +441,17 @@ def test_in_the_background_a_new_version_is_answered_before_it_is_served(
         tiny_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECOMMENDER_NOW", NOW.isoformat())  # no new minute mid-test
     asked: list[tuple[str, str]] = []
-    page = Recommender.page
+    related = Recommender.related
 
     def counted(self: Recommender, article_id: str, **kwargs: Any) -> Any:
         asked.append((article_id, self.version))
-        return page(self, article_id, **kwargs)
+        return related(self, article_id, **kwargs)
 
-    monkeypatch.setattr(Recommender, "page", counted)
+    monkeypatch.setattr(Recommender, "related", counted)
     app = create_app(tiny_index, switch_in_background=True)
     client = TestClient(app)  # no lifespan: the follower is stepped by hand below
-    before = client.get("/v1/articles/t01/page")
-    client.get("/v1/articles/t02/page")
+    before = client.get("/v1/articles/t01/related")
+    client.get("/v1/articles/t02/related")
     old = before.headers["X-Index-Version"]
     new = tmp_path / "new.jsonl"
     new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
@@ -460,19 +460,19 @@ def test_in_the_background_a_new_version_is_answered_before_it_is_served(
     published = build_index(tiny_index, [new], embedder=HashingEmbedder(64),
                             incremental=True).version
     # until the switch, readers get the version they had, whole
-    assert client.get("/v1/articles/t01/page",
+    assert client.get("/v1/articles/t01/related",
                       headers={"If-None-Match": before.headers["ETag"]}).status_code == 304
-    assert client.get("/v1/articles/t13/related").status_code == 404
+    assert client.get("/v1/articles/t13/page").status_code == 404
     assert asked == [("t01", old), ("t02", old)]
     follower = app.state.follower
     assert asyncio.run(follower.follow_once()) is True
     # the kept answers were computed again for the new version, before it was served
     assert follower.warmed == 2
     assert asked[2:] == [("t02", published), ("t01", published)]  # most recently kept first
-    after = client.get("/v1/articles/t01/page")
+    after = client.get("/v1/articles/t01/related")
     assert len(asked) == 4  # sent from the answers computed ahead
     assert after.headers["X-Index-Version"] == after.json()["version"] == published
-    assert client.get("/v1/articles/t13/related").status_code == 200
+    assert client.get("/v1/articles/t13/page").status_code == 200
     assert asyncio.run(follower.follow_once()) is False  # nothing new: no switch
 
 
@@ -530,6 +530,19 @@ def test_a_page_a_publish_did_not_touch_is_carried_to_the_new_version_uncomputed
     fresh = Recommender.open(tiny_index).page("t01")
     assert client.get("/v1/articles/t01/page").json()["slots"] == \
         {name: [r.to_dict() for r in links] for name, links in fresh.items()}
+    # a publish that touches the page: computed again on the first request after the switch
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
+                                    "The Portmere harbour bridge reopened after the collapse."))
+                   + "\n")
+    build_index(tiny_index, [new], embedder=HashingEmbedder(64), incremental=True)
+    assert asyncio.run(follower.follow_once()) is True
+    touched = client.get("/v1/articles/t01/page")
+    assert asked[-1] == "t01" and touched.headers["ETag"] != before["t01"].headers["ETag"]
+    fresh = Recommender.open(tiny_index).page("t01")
+    assert touched.json()["slots"] == \
+        {name: [r.to_dict() for r in links] for name, links in fresh.items()}
+    assert "t13" in touched.text
 
 
 def test_the_next_minute_carries_a_kept_page_that_did_not_change(
