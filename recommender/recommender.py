@@ -392,7 +392,9 @@ class Recommender:
              ) -> dict[str, list[Recommendation]]:
         """Every slot of one page. No article appears twice on the page, nor a copy of a link
         already on it, and where a slot keeps one link per event, no event twice; earlier
-        slots (see_also) choose first. `filters` narrows every slot (see `related`)."""
+        slots (see_also) choose first. `filters` narrows every slot (see `related`).
+        Kept in the PageMemo by what it depends on: asked again, it is answered from memory
+        while none of that changed (the lists returned are new; the links are shared)."""
         live, source, policies, candidates, now, overrides, pinned, moment, depends = \
             self._page_inputs(article_id, filters)
         version, ranker = live.version, live.ranker

@@ -135,7 +135,7 @@ WRK_SCRIPT = """
 local ids = {%s}
 local zipf = %s
 request = function()
-  local i = zipf and math.floor(#ids ^ math.random()) or math.random(#ids)
+  local i = zipf and math.floor((#ids) ^ math.random()) or math.random(#ids)
   return wrk.format("GET", "/v1/articles/" .. ids[math.max(i, 1)] .. "/page")
 end
 """

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender import HashingEmbedder, Recommender, build_index
+from recommender import HashingEmbedder, Recommender, build_index, server
 from recommender.overrides import OverridesFile
 from recommender.server import create_app
 
@@ -530,15 +530,18 @@ def test_a_page_a_publish_did_not_touch_is_carried_to_the_new_version_uncomputed
     fresh = Recommender.open(tiny_index).page("t01")
     assert client.get("/v1/articles/t01/page").json()["slots"] == \
         {name: [r.to_dict() for r in links] for name, links in fresh.items()}
-    # a publish that touches the page: computed again on the first request after the switch
+    # a publish that touches the pages: computed again ahead of the switch, not carried
     new = tmp_path / "new.jsonl"
     new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
                                     "The Portmere harbour bridge reopened after the collapse."))
                    + "\n")
     build_index(tiny_index, [new], embedder=HashingEmbedder(64), incremental=True)
+    computed = len(asked)  # (the fresh reader's page above is counted too)
     assert asyncio.run(follower.follow_once()) is True
+    assert follower.warmed == 2 and sorted(asked[computed:]) == ["t01", "t09"]
     touched = client.get("/v1/articles/t01/page")
-    assert asked[-1] == "t01" and touched.headers["ETag"] != before["t01"].headers["ETag"]
+    assert len(asked) == computed + 2  # sent from the answer computed ahead
+    assert touched.headers["ETag"] != before["t01"].headers["ETag"]
     fresh = Recommender.open(tiny_index).page("t01")
     assert touched.json()["slots"] == \
         {name: [r.to_dict() for r in links] for name, links in fresh.items()}
@@ -564,3 +567,24 @@ def test_the_next_minute_carries_a_kept_page_that_did_not_change(
     assert rec.state() != state
     again = client.get("/v1/articles/t01/page")
     assert calls == ["t01"] and again.content == first.content
+
+
+def test_a_switch_computes_ahead_only_the_pages_read_last(
+        tiny_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOMMENDER_NOW", NOW.isoformat())
+    monkeypatch.setattr(server, "WARM_PAGES", 1)
+    app = create_app(tiny_index, switch_in_background=True)
+    client = TestClient(app)
+    client.get("/v1/articles/t02/page")
+    client.get("/v1/articles/t01/page")  # read last
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens",
+                                    "The Portmere harbour bridge reopened after the collapse."))
+                   + "\n")
+    build_index(tiny_index, [new], embedder=HashingEmbedder(64), incremental=True)
+    assert asyncio.run(app.state.follower.follow_once()) is True
+    assert app.state.follower.warmed == 1
+    fresh = Recommender.open(tiny_index)
+    for article_id in ("t01", "t02"):  # the other one is computed on its first request
+        assert client.get(f"/v1/articles/{article_id}/page").json()["slots"] == \
+            {n: [r.to_dict() for r in links] for n, links in fresh.page(article_id).items()}
