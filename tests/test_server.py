@@ -398,8 +398,9 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
     assert '"results":{"a001":[' in out  # the batch
 
 
-def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
-        rec: Recommender, tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def counted_pages(monkeypatch: pytest.MonkeyPatch, rec: Recommender) -> list[str]:
+    """The ids `rec.page` is asked for from now on (what the server computed, not sent from
+    memory)."""
     calls: list[str] = []
     page = rec.page
 
@@ -408,6 +409,12 @@ def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
         return page(article_id, **kwargs)
 
     monkeypatch.setattr(rec, "page", counted)
+    return calls
+
+
+def test_a_repeated_request_is_answered_from_memory_until_the_state_moves(
+        rec: Recommender, tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counted_pages(monkeypatch, rec)
     client = TestClient(create_app(rec))
     first = client.get("/v1/articles/t01/page")
     again = client.get("/v1/articles/t01/page")
@@ -552,14 +559,7 @@ def test_the_next_minute_carries_a_kept_page_that_did_not_change(
         tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [NOW]
     rec = Recommender.open(tiny_index, reload_interval=0, now=lambda: clock[0])
-    calls: list[str] = []
-    page = rec.page
-
-    def counted(article_id: str, **kwargs: Any) -> Any:
-        calls.append(article_id)
-        return page(article_id, **kwargs)
-
-    monkeypatch.setattr(rec, "page", counted)
+    calls = counted_pages(monkeypatch, rec)
     client = TestClient(create_app(rec))
     first = client.get("/v1/articles/t01/page")
     state = rec.state()
