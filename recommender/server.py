@@ -177,10 +177,11 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
     With `switch_in_background` (`source` must then be a path; what `recommender serve`
     does) the app serves one fixed version at a time instead: a task checks for a new
     version or config edit every FOLLOW_INTERVAL seconds, opens it in a thread, answers
-    again the requests kept for the version served but /page (most recent first, for at most
-    WARM_SECONDS, between requests), then switches; a kept /page answer is carried or
-    computed by its first request after the switch. Until then readers get the version they
-    had, every answer whole from one version."""
+    again the requests kept for the version served (most recent first, for at most
+    WARM_SECONDS, between requests; of /page answers only the WARM_PAGES kept last, each
+    carried as it is when its page did not change), then switches; the other kept /page
+    answers are carried or computed by their first request after the switch. Until then
+    readers get the version they had, every answer whole from one version."""
     if switch_in_background and isinstance(source, Recommender):
         raise TypeError("switch_in_background opens the index itself: give its path")
     rec = source if isinstance(source, Recommender) else \
