@@ -193,6 +193,10 @@ class OverridesFile:
             self._stamped = (now, edits, self._stamp())
         return self._stamped[2]
 
+    def _edited(self) -> None:
+        """This process changed the file: every reader here sees it at once (`stamp`)."""
+        _EDITS[self._key] = _EDITS.get(self._key, 0) + 1
+
     def _stamp(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self.path)
@@ -290,7 +294,7 @@ class OverridesFile:
                     f"{FILE}.broken-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}")
                 with storage_errors(str(self.path)):
                     os.replace(self.path, aside)
-                _EDITS[self._key] = _EDITS.get(self._key, 0) + 1
+                self._edited()
                 try:
                     base = self._read(self.last_good)
                     start = f"started from the last saved copy {self.last_good}"
@@ -314,7 +318,7 @@ class OverridesFile:
                         os.fsync(handle.fileno())
                     crash_point("overrides-temp-written")
                     os.replace(tmp, target)
-                    _EDITS[self._key] = _EDITS.get(self._key, 0) + 1  # seen at once here
+                    self._edited()
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise

@@ -35,7 +35,7 @@ except ImportError as exc:
 from .config import Config, Filters, config_path
 from .errors import ArticleNotFound, RecommenderError, UnknownSlot
 from .ranking import Recommendation, explain_reason
-from .recommender import Recommender, file_stamp
+from .recommender import Recommender, file_stamp, takes_nearby
 from .store import IndexDirectory
 
 __all__ = ["MAX_BATCH", "MAX_K", "app_from_environment", "create_app"]
@@ -225,10 +225,9 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         version = rec.version
         etag = None
         if page is not None:
-            try:
+            # an unknown id: the answer says so (404, or empty with unknown=empty)
+            with contextlib.suppress(ArticleNotFound):
                 etag = _page_etag(rec, page, request.scope)
-            except ArticleNotFound:  # the answer says so (404, or empty with unknown=empty)
-                page = None
         if etag is None:
             etag = '"' + hashlib.sha256(f"{rec.state()}\0{request.scope['path']}\0"
                                         f"{request.scope['query_string'].decode('latin-1')}"
@@ -241,9 +240,6 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         if isinstance(body, str):
             return HTMLResponse(body, headers=headers)
         headers[VERSION_HEADER] = body.get("version", version)
-        if page is not None and not any(link["reason"].get("fallback") == "nearby"
-                                        for links in body["slots"].values() for link in links):
-            request.scope[PAGE_ASKED] = page  # the AnswerCache may carry it to later versions
         return JSONResponse(body, headers=headers)
 
     @app.get("/articles/{article_id:path}", response_class=HTMLResponse,
@@ -290,10 +286,14 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
         filters = _filters(section, language, max_age_days)
         rec = served(request).rec
 
+        asked = _PageAsked(article_id, filters)
+
         def answer() -> dict[str, Any]:
             version = rec.version
             try:
                 slots = rec.page(article_id, filters=filters)
+                if not takes_nearby(slots):  # the AnswerCache may carry it to later versions
+                    request.scope[PAGE_ASKED] = asked
             except ArticleNotFound:
                 if unknown == "error":
                     raise
@@ -304,7 +304,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                 body["explanations"] = {n: [explain_reason(x.reason) for x in r]
                                         for n, r in slots.items()}
             return body
-        return conditional(request, answer, _PageAsked(article_id, filters))
+        return conditional(request, answer, asked)
 
     @app.get("/v1/articles/{article_id:path}/similar", response_model=SimilarResponse,
              responses=ERRORS, summary="The relevance ranking before any slot policy")
