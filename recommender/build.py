@@ -34,6 +34,7 @@ from .neighbours import (
     write_reserve,
     write_table,
 )
+from .pages import PAGES_FILE, PagesReport, write_pages
 from .store import (
     IndexDirectory,
     IndexVersion,
@@ -85,6 +86,7 @@ class BuildReport:
     neighbours_seconds: float = 0.0
     neighbours_mode: str = ""      # "full, exact (bf16)", "full, ivf-flat (...)", "incremental"
     neighbours_recall: float = 1.0  # recall@n of the table vs exact search, on a sample
+    pages: PagesReport | None = None  # the pages computed ahead (build --pages)
     stages: dict[str, float] = field(default_factory=dict)  # seconds by stage, in order
     problems: list[Problem] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ class BuildReport:
             "embed_seconds": self.embed_seconds, "neighbours_seconds": self.neighbours_seconds,
             "neighbours_mode": self.neighbours_mode, "neighbours_recall": self.neighbours_recall,
             "stages": dict(self.stages),
+            "pages": self.pages.to_dict() if self.pages is not None else None,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -107,7 +110,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 progress: ProgressCallback | None = None,
                 neighbours: int = DEFAULT_N,
                 max_removed_share: float = MAX_REMOVED_SHARE,
-                engine: BuildEngine | None = None) -> BuildReport:
+                engine: BuildEngine | None = None, pages: bool | None = None) -> BuildReport:
     """Publish a new version of the index at `index`.
 
     incremental=False (build): the index holds exactly the input articles; a build that would
@@ -117,6 +120,8 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
     Vectors are reused whenever content hash and model match the live version.
     engine: where the embedding and a full candidate search run (default: this process;
     `RayEngine` for a Ray cluster); the version is written here either way.
+    pages: compute every article's page into the version (recommender.pages), for a server
+    to answer pages never asked before without ranking; None: as the live version has them.
     A failed write raises StorageError (disk full, read-only, ...) and leaves no half-written
     version behind.
     """
@@ -145,7 +150,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
             reusable = previous is not None and previous.manifest.model == embedder.name
             if incremental and previous is not None and reusable:
                 done = _update_in_place(directory, previous, loaded, set(delete), embedder,
-                                        engine, report, lap, progress, neighbours)
+                                        engine, report, lap, progress, neighbours, pages)
                 if done:
                     report.seconds = round(time.perf_counter() - started, 3)
                     return report
@@ -247,6 +252,7 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                        "lexical_fitted_on": weights.fitted,
                        "lexical_changed_since_fit": 0}))
             crash_point("manifest-written")
+            _write_pages(directory, tmp, previous, pages, report, lap)
             directory.publish(name, tmp)
             report.version = name
             lap("publish")
@@ -398,7 +404,7 @@ def _partition_extra(partition: Partition | None) -> dict[str, Any]:
 def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: LoadReport,
                      delete: set[str], embedder: Embedder, engine: BuildEngine,
                      report: BuildReport, lap: Callable[[str], None],
-                     progress: ProgressCallback | None, n: int) -> bool:
+                     progress: ProgressCallback | None, n: int, pages: bool | None) -> bool:
     """An update written as the previous version plus what changed: only the incoming
     articles are read, hashed, weighed and written; the vectors are copied (or shared by a
     hard link when none changed), SQLite is updated by rows, the columns and TF-IDF rows are
@@ -547,10 +553,24 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
                "neighbours_recall_sample": sample, **_partition_extra(partition),
                "lexical_fitted_on": model.fitted, "lexical_changed_since_fit": since}))
     crash_point("manifest-written")
+    _write_pages(directory, tmp, previous, pages, report, lap)
     directory.publish(name, tmp)
     report.version = name
     lap("publish")
     return True
+
+
+def _write_pages(directory: IndexDirectory, tmp: Path, previous: IndexVersion | None,
+                 wanted: bool | None, report: BuildReport, lap: Callable[[str], None]) -> None:
+    """The version's pages computed ahead, when asked for or (None) when the live version
+    has them; those whose inputs did not change are copied from it."""
+    had = previous is not None and (previous.path / PAGES_FILE).is_file()
+    if not (had if wanted is None else wanted):
+        return
+    report.pages = write_pages(directory.root, tmp, previous.path if had and previous
+                               else None)
+    crash_point("pages-written")
+    lap("pages")
 
 
 def rollback(index: str | Path, to: str | None = None) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from .config import PAGE_ORDER, Config, Filters, SlotPolicy, config_path, read_c
 from .embedding import Embedder, check_model, model_name
 from .errors import ArticleNotFound, ConfigError, IndexCorrupt, ModelMismatch, UnknownSlot
 from .overrides import Overrides, OverridesFile
+from .pages import PageStore, StoredPage
 from .ranking import Candidates, Pick, Ranker, Recommendation
 from .store import IndexDirectory, IndexVersion
 
@@ -36,6 +38,7 @@ class _Live:
     version: IndexVersion
     ranker: Ranker
     digest: bytes  # what every page of this version and config depends on (PageMemo)
+    pages: PageStore | None = None  # the pages written into the version (build --pages)
 
 
 def takes_nearby(page: dict[str, list[Recommendation]]) -> bool:
@@ -113,7 +116,10 @@ class Recommender:
         self._config_lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
         self._live = self._prepare(version)
-        self._stamp = directory.pointer_stamp()
+        try:
+            self._stamp: tuple[int, int] | None = directory.pointer_stamp()
+        except FileNotFoundError:  # a version not published yet (pages.write_pages)
+            self._stamp = None
         self._checked = time.monotonic()
         self._reload_interval = reload_interval
         self._reload_lock = threading.Lock()
@@ -167,12 +173,8 @@ class Recommender:
                     raise
                 logger.error("%s; serving the built-in defaults until it is fixed", exc)
                 config = Config()
-        if now is None and os.environ.get("RECOMMENDER_NOW"):
-            # A fixed clock for reproducible renders and evaluations.
-            try:
-                now = parse_datetime(os.environ["RECOMMENDER_NOW"], "RECOMMENDER_NOW")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from exc
+        if now is None:
+            now = clock_from_environment()
         return cls(directory, version, config=config, reload_interval=reload_interval,
                    now=now, config_file=file, config_required=required, page_memo=page_memo)
 
@@ -182,8 +184,16 @@ class Recommender:
             self._by_model = {model: self._given_config.for_model(model)}
         self.config = self._by_model[model]
         ranker = Ranker(version, self.config.ranking)
-        digest = hashlib.sha256(repr((model, self.config, ranker.page_wide())).encode()).digest()
-        return _Live(version, ranker, digest)
+        # the file the config came from is for messages only: the same settings read from
+        # another spelling of its path give the same pages
+        settings = dataclasses.replace(self.config, source=None)
+        digest = hashlib.sha256(repr((model, settings, ranker.page_wide())).encode()).digest()
+        try:
+            pages = PageStore.open(version.path)
+        except IndexCorrupt as exc:  # pages are computed on request instead
+            self._log_once("pages", f"{exc}; its pages are computed on request")
+            pages = None
+        return _Live(version, ranker, digest, pages)
 
     # ------------------------------------------------------------------ versions
 
@@ -395,15 +405,24 @@ class Recommender:
         slots (see_also) choose first. `filters` narrows every slot (see `related`).
         Kept in the PageMemo by what it depends on: asked again, it is answered from memory
         while none of that changed (the lists returned are new; the links are shared)."""
-        live, source, policies, candidates, now, overrides, pinned, moment, depends = \
-            self._page_inputs(article_id, filters)
-        version, ranker = live.version, live.ranker
-        narrowed = {p.name: filters.narrow(p) if filters else p for p in policies}
+        inputs = self._page_inputs(article_id, filters)
+        moment, depends = inputs[-2:]
         key = (article_id, filters)
         if self.memo.size > 0:
             kept = self.memo.get(key, depends, moment)
             if kept is not None:
                 return kept
+        page = self._compute_page(inputs, filters)
+        if self.memo.size > 0:
+            self.memo.put(key, depends, moment if takes_nearby(page) else None, page)
+        return page
+
+    def _compute_page(self, inputs: tuple[Any, ...], filters: Filters | None
+                      ) -> dict[str, list[Recommendation]]:
+        """The page from its inputs (`_page_inputs`), ranked now."""
+        live, source, policies, candidates, now, overrides, pinned, _, _ = inputs
+        version, ranker = live.version, live.ranker
+        narrowed = {p.name: filters.narrow(p) if filters else p for p in policies}
         prepared = ranker.prepare(source, candidates)
         shown: list[int] = []
         chosen: dict[str, list[Pick]] = {}
@@ -423,10 +442,18 @@ class Recommender:
             shown.extend(p.row for p in picks)
             chosen[policy.name] = picks
         rows = version.summaries_at(shown)  # one read for the whole page
-        page = {name: self._results(version, picks, rows) for name, picks in chosen.items()}
-        if self.memo.size > 0:
-            self.memo.put(key, depends, moment if takes_nearby(page) else None, page)
-        return page
+        return {name: self._results(version, picks, rows) for name, picks in chosen.items()}
+
+    def stored_page(self, article_id: str) -> StoredPage | None:
+        """The page of `article_id` (no filters) as computed ahead into this version
+        (`build --pages`): the JSON of its slots, as the HTTP API sends them, and its
+        `page_key`, when one is stored and still holds now (same config and overrides; the
+        clock within the dates it was computed for); None otherwise (then `page()`)."""
+        live = self._current()
+        store = live.pages
+        if store is None or not store.holds(live.digest, self._overrides.stamp()):
+            return None
+        return store.get(article_id, self.now().timestamp())
 
     def page_key(self, article_id: str, *, filters: Filters | None = None) -> str:
         """A digest of everything `page(article_id, filters=filters)` depends on but the
@@ -512,6 +539,17 @@ class Recommender:
         manifest["slots"] = {name: {"k": p.k, "min_score": p.min_score}
                              for name, p in self.slots.items()}
         return manifest
+
+
+def clock_from_environment() -> datetime | None:
+    """$RECOMMENDER_NOW (ISO 8601), a fixed clock for reproducible renders and evaluations;
+    None when it is not set."""
+    if not os.environ.get("RECOMMENDER_NOW"):
+        return None
+    try:
+        return parse_datetime(os.environ["RECOMMENDER_NOW"], "RECOMMENDER_NOW")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def file_stamp(path: Path | None) -> tuple[int, int] | None:

@@ -204,7 +204,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
 
     app = FastAPI(title="recommender", version=_package_version(), lifespan=lifespan,
                   description="Related articles for the See also and You may also like slots.")
-    app.add_middleware(AnswerCache, serving=serving, max_bytes=cache_bytes)
+    app.add_middleware(AnswerCache, serving=serving, max_bytes=cache_bytes, max_age=max_age)
     app.add_middleware(HeadAsGet)
     _install_error_handlers(app)
     if switch_in_background:
@@ -516,9 +516,15 @@ def _page_etag(rec: Recommender, page: _PageAsked, scope: Scope) -> str:
     decides) and the request, not the index version. Two answers with one tag are the same
     page but for the version they name (RFC 9110's weak validator): after a publish that
     did not touch the page, a client or CDN revalidates with a 304."""
-    key = rec.page_key(page.article_id, filters=page.filters)
-    request = f"{key}\0{scope['path']}\0{scope['query_string'].decode('latin-1')}"
+    return _page_tag(rec.page_key(page.article_id, filters=page.filters), scope)
+
+
+def _page_tag(page_key: str, scope: Scope) -> str:
+    request = f"{page_key}\0{scope['path']}\0{scope['query_string'].decode('latin-1')}"
     return 'W/"' + hashlib.sha256(request.encode()).hexdigest()[:32] + '"'
+
+
+PAGE_PATH = ("/v1/articles/", "/page")  # what the /page route's path starts and ends with
 
 
 @dataclass(frozen=True)
@@ -562,8 +568,9 @@ class AnswerCache:
 
     VALIDATORS = (b"etag", b"cache-control", VERSION_HEADER.lower().encode())
 
-    def __init__(self, app: ASGIApp, serving: Serving, max_bytes: int) -> None:
-        self.app, self.serving = app, serving
+    def __init__(self, app: ASGIApp, serving: Serving, max_bytes: int,
+                 max_age: int = DEFAULT_MAX_AGE) -> None:
+        self.app, self.serving, self.max_age = app, serving, max_age
         self.kept: LRUCache[tuple[str, str, bytes], _Kept] | None = LRUCache(
             maxsize=max_bytes, getsizeof=lambda kept: len(kept.body) + 512) \
             if max_bytes > 0 else None
@@ -580,7 +587,7 @@ class AnswerCache:
         served = scope.get(SERVED)
         if served is None:
             served = scope[SERVED] = self.serving.current
-        if self.kept is None or scope["method"] != "GET":
+        if scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
         try:
@@ -588,8 +595,10 @@ class AnswerCache:
         except Exception:  # an index that cannot be read: the routes answer the error
             await self.app(scope, receive, send)
             return
-        kept = self.kept.get(key)
+        kept = self.kept.get(key) if self.kept is not None else None
         if kept is None:
+            kept = self._stored(served, key)
+        if kept is None and self.kept is not None:
             kept = self._carried(served, key)
         if kept is not None:
             if_none_match = next((v.decode("latin-1") for k, v in scope["headers"]
@@ -628,6 +637,39 @@ class AnswerCache:
         self.kept[key] = kept
         if kept.page is not None:
             self.latest[key[1:]] = key
+
+    def _stored(self, served: _Served, key: tuple[str, str, bytes]) -> _Kept | None:
+        """The /page answer of an article whose page was computed ahead into the version
+        served (`Recommender.stored_page`; `build --pages`), as the route would send it:
+        the same body, headers and ETag, with no ranking. Only for the page as it is (no
+        query parameters); kept like any answer."""
+        path, query = key[1], key[2]
+        start, end = PAGE_PATH
+        if query or len(path) <= len(start) + len(end) or not path.startswith(start) \
+                or not path.endswith(end):
+            return None
+        article_id = path[len(start):-len(end)]
+        rec = served.rec
+        try:
+            stored = rec.stored_page(article_id)
+            version = rec.version
+        except Exception:  # unreadable: the route answers
+            return None
+        if stored is None:
+            return None
+        body = b"".join((b'{"id":', json.dumps(article_id, ensure_ascii=False).encode(),
+                         b',"version":', json.dumps(version, ensure_ascii=False).encode(),
+                         b',"slots":', stored.slots, b"}"))
+        etag = _page_tag(stored.digest.hex(), {"path": path, "query_string": query})
+        validators = [(b"etag", etag.encode("latin-1")),
+                      (b"cache-control", f"public, max-age={self.max_age}".encode()),
+                      (VERSION_HEADER.lower().encode(), version.encode("latin-1"))]
+        kept = _Kept([*validators, (b"content-length", str(len(body)).encode()),
+                      (b"content-type", b"application/json")], body, etag, validators,
+                     _PageAsked(article_id, None), version)
+        if self.kept is not None:
+            self._keep(key, kept)
+        return kept
 
     def _carried(self, served: _Served, key: tuple[str, str, bytes]) -> _Kept | None:
         """The answer kept for the same request in an earlier state (another version or

@@ -12,6 +12,7 @@ bounded in time (`--seconds` per row).
     python scripts/bench_server.py [--articles 5000] [--seconds 5] [--workers 1]
                                    [--publish-every 3] [--nice 10] [--no-sample] [--wrk]
                                    [--http-server granian|uvicorn] [--popularity zipf]
+                                   [--pages]
 """
 
 from __future__ import annotations
@@ -262,6 +263,11 @@ def measure(name: str, index: Path, args: argparse.Namespace, publisher: list[st
         watch.join()
         published = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         during = [p for p in published if wall <= p["at"] <= wall + seconds]
+        for p in during:
+            pages = p.get("pages") or {}
+            print(f"  publish {p['version']}: {p['seconds']:.1f} s"
+                  + (f", pages computed {pages['computed']}, reused {pages['reused']}"
+                     if pages else ""), file=sys.stderr)
         rows.append(Row(name, 64, True, n, errors, seconds, lat, publishes=len(during),
                         switch=switch_lag(during, watch.seen)))
         print(rows[-1].line(), file=sys.stderr)
@@ -289,7 +295,9 @@ def publish_loop(index: Path, kind: str, every: float, clusters: int, nice: int)
                       "body": template.body, "section": template.section}
         next_at = time.monotonic() + every
         report = build_index(index, [record], embedder=embedder, incremental=True)
-        print(json.dumps({"at": time.time(), "id": record["id"], "version": report.version}),
+        print(json.dumps({"at": time.time(), "id": record["id"], "version": report.version,
+                          "seconds": report.seconds,
+                          "pages": report.pages.to_dict() if report.pages else None}),
               flush=True)
         time.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -311,6 +319,9 @@ def main() -> None:
     parser.add_argument("--popularity", default="uniform", choices=["uniform", "zipf"],
                         help="which ids are asked for: uniformly at random, or with Zipf "
                              "popularity (s = 1), as readers spread over a site's pages")
+    parser.add_argument("--pages", action="store_true",
+                        help="build the indexes with their pages computed ahead (build "
+                             "--pages; the publishes keep them)")
     parser.add_argument("--no-sample", action="store_true",
                         help="skip the sample corpus (real model)")
     parser.add_argument("--publish", nargs=3, metavar=("INDEX", "KIND", "CLUSTERS"),
@@ -327,20 +338,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_sample:
             index = Path(tmp) / "sample"
-            build_index(index, [sample_corpus_path()])
+            build_index(index, [sample_corpus_path()], pages=args.pages)
             rows += measure("sample corpus (156, real model)", index, args,
                             [*me, str(index), "sample", "0"])
         if args.articles:
             index = Path(tmp) / "synthetic"
             clusters = max(args.articles // 40, 2)
-            build_index(index, records(args.articles, clusters),
-                        embedder=ClusteredEmbedder(clusters))
+            started = time.perf_counter()
+            report = build_index(index, records(args.articles, clusters),
+                                 embedder=ClusteredEmbedder(clusters), pages=args.pages)
+            print(f"built {args.articles:,} synthetic articles in "
+                  f"{time.perf_counter() - started:.1f} s"
+                  + (f" (pages {report.pages.seconds:.1f} s)" if report.pages else ""),
+                  file=sys.stderr)
             rows += measure(f"synthetic ({args.articles:,})", index, args,
                             [*me, str(index), "synthetic", str(clusters)])
     print(f"\n`/v1/articles/{{id}}/page`, {args.http_server}, {args.workers} worker(s), "
           f"{args.seconds:g} s a row, publishes every {args.publish_every:g} s at nice "
           f"{args.nice}, load from {'wrk' if args.wrk else 'the Python client'}, "
-          f"{args.popularity} ids; "
+          f"{args.popularity} ids, {'pages computed ahead' if args.pages else 'no pages ahead'}; "
           f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) "
           f"at the end:\n")
     print("| index | clients | during publishes | requests/s | p50 ms | p99 ms | errors |")

@@ -168,12 +168,13 @@ BUILD_SCRIPT = textwrap.dedent("""
 
     records = [{"id": f"s{i}", "title": f"Story {i} about topic {i % 7}",
                 "body": f"Body words topic{i % 7} number {i}"} for i in range(int(sys.argv[2]))]
-    build_index(sys.argv[1], records, embedder=HashingEmbedder(64), max_removed_share=1.0)
+    build_index(sys.argv[1], records, embedder=HashingEmbedder(64), max_removed_share=1.0,
+                pages=True)
 """)
 # Every named point of the write path (store.crash_point), in the order a build passes them.
 BEFORE_PUBLISH = ["version-dir-created", "articles-written", "vectors-written",
-                  "columns-written", "table-written", "manifest-written", "version-renamed",
-                  "pointer-written"]
+                  "columns-written", "table-written", "manifest-written", "pages-written",
+                  "version-renamed", "pointer-written"]
 
 
 @pytest.mark.parametrize("point", [*BEFORE_PUBLISH, "pointer-replaced"])

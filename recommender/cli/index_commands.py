@@ -78,7 +78,9 @@ def print_report(report: BuildReport, as_json: bool, quiet: bool) -> None:
                 f"({report.published} published) — added {report.added}, changed "
                 f"{report.changed}, unchanged {report.unchanged}, removed {report.removed}, "
                 f"withdrawn {report.withdrawn}, invalid {report.invalid}; embedded "
-                f"{report.embedded} in {report.embed_seconds:.1f}s, total {report.seconds:.1f}s")
+                f"{report.embedded} in {report.embed_seconds:.1f}s, total {report.seconds:.1f}s"
+                + (f"; pages computed {report.pages.computed}, reused {report.pages.reused}, "
+                   f"left to requests {report.pages.left}" if report.pages else ""))
     if report.invalid:
         raise click.exceptions.Exit(EXIT_INVALID_RECORDS)
 
@@ -140,6 +142,10 @@ def _common_build_options(func: Any) -> Any:
         click.option("--address", metavar="ADDR", default=None,
                      help="The Ray cluster for --engine ray: auto, HOST:6379 or "
                           "ray://HOST:10001 [default: $RAY_ADDRESS, else a local Ray]."),
+        click.option("--pages/--no-pages", "pages", default=None,
+                     help="Compute every article's page into the version, so that "
+                          "`recommender serve` answers pages never asked before without "
+                          "ranking them [default: as the live version has them]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary."),
         json_option,
     ]):
@@ -150,7 +156,7 @@ def _common_build_options(func: Any) -> Any:
 def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
                precision: str, runtime: str, strict: bool, neighbours: int, quiet: bool,
                as_json: bool, incremental: bool, engine: str | None, address: str | None,
-               delete: tuple[str, ...] = (),
+               pages: bool | None, delete: tuple[str, ...] = (),
                max_removed_share: float = MAX_REMOVED_SHARE) -> None:
     from ..embedding import load_embedder
     from ..store import IndexDirectory, IndexVersion
@@ -166,7 +172,7 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
         report = build_index(index, loaded, embedder=embedder, incremental=incremental,
                              delete=delete, strict=strict, progress=progress,
                              neighbours=neighbours, max_removed_share=max_removed_share,
-                             engine=runner)
+                             engine=runner, pages=pages)
     print_report(report, as_json, quiet)
 
 
@@ -181,8 +187,8 @@ def _run_build(inputs: tuple[str, ...], index: str, input_format: str | None, mo
 @reports_errors
 def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
           precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
-          address: str | None, quiet: bool, as_json: bool, max_removals: float,
-          allow_removals: bool) -> None:
+          address: str | None, pages: bool | None, quiet: bool, as_json: bool,
+          max_removals: float, allow_removals: bool) -> None:
     """Build the index from INPUT files (.jsonl, .csv, saved .html pages), folders (with
     --format) or glob patterns: it then holds exactly those articles. Vectors of unchanged
     articles in an existing index are reused. A build that would remove more than
@@ -191,7 +197,7 @@ def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: 
         raise click.UsageError("give at least one INPUT file")
     _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours,
                quiet, as_json, incremental=False, engine=engine, address=address,
-               max_removed_share=1.0 if allow_removals else max_removals)
+               pages=pages, max_removed_share=1.0 if allow_removals else max_removals)
 
 
 @click.command()
@@ -201,13 +207,15 @@ def build(inputs: tuple[str, ...], index: str, input_format: str | None, model: 
 @reports_errors
 def update(inputs: tuple[str, ...], index: str, input_format: str | None, model: str | None,
            precision: str, runtime: str, strict: bool, neighbours: int, engine: str | None,
-           address: str | None, quiet: bool, as_json: bool, delete: tuple[str, ...]) -> None:
+           address: str | None, pages: bool | None, quiet: bool, as_json: bool,
+           delete: tuple[str, ...]) -> None:
     """Upsert articles from INPUT files into the index: new and changed ones are embedded,
     unchanged ones keep their vectors, a status other than published withdraws an article."""
     if not inputs and not delete:
         raise click.UsageError("give INPUT files and/or --delete ID")
     _run_build(inputs, index, input_format, model, precision, runtime, strict, neighbours, quiet,
-               as_json, incremental=True, engine=engine, address=address, delete=delete)
+               as_json, incremental=True, engine=engine, address=address, pages=pages,
+               delete=delete)
 
 
 @click.command()
