@@ -115,6 +115,7 @@ class Recommender:
         self._config_stamp = file_stamp(config_file)
         self._config_lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
+        self._last_state: tuple[tuple[Any, ...], str] | None = None  # (parts, tag): state()
         self._live = self._prepare(version)
         try:
             self._stamp: tuple[int, int] | None = directory.pointer_stamp()
@@ -278,9 +279,14 @@ class Recommender:
         clock moving to another minute (freshness, pins' and embargoes' ends). For caches: two
         equal tags give equal answers to equal queries (within the minute)."""
         version = self._current().version.manifest.version
-        minute = self.now().astimezone(UTC).strftime("%Y%m%dT%H%M")
-        parts = (version, self._overrides.stamp(), file_stamp(self._config_file), minute)
-        return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+        minute = int(self.now().timestamp() // 60)
+        # the config file as last applied (`_follow_config`), not stat'ed on every call
+        parts = (version, self._overrides.stamp(), self._config_stamp, minute)
+        last = self._last_state
+        if last is None or last[0] != parts:  # a cache asks on every request
+            last = self._last_state = (parts, hashlib.sha256(repr(parts).encode()
+                                                             ).hexdigest()[:20])
+        return last[1]
 
     # ------------------------------------------------------------------ lookups
 
@@ -451,9 +457,11 @@ class Recommender:
         clock within the dates it was computed for); None otherwise (then `page()`)."""
         live = self._current()
         store = live.pages
-        if store is None or not store.holds(live.digest, self._overrides.stamp()):
+        row = live.version.position.get(article_id)
+        if store is None or row is None or \
+                not store.holds(live.digest, self._overrides.stamp()):
             return None
-        return store.get(article_id, self.now().timestamp())
+        return store.get(row, article_id, self.now().timestamp())
 
     def page_key(self, article_id: str, *, filters: Filters | None = None) -> str:
         """A digest of everything `page(article_id, filters=filters)` depends on but the
