@@ -202,7 +202,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="recommender", version=_package_version(), lifespan=lifespan,
+    app = _Api(title="recommender", version=_package_version(), lifespan=lifespan,
                   description="Related articles for the See also and You may also like slots.")
     app.add_middleware(AnswerCache, serving=serving, max_bytes=cache_bytes, max_age=max_age)
     app.add_middleware(HeadAsGet)
@@ -370,6 +370,24 @@ def app_from_environment() -> FastAPI:
                       switch_in_background=True)
 
 
+class _Api(FastAPI):
+    """FastAPI whose GET requests are offered to its AnswerCache first (`AnswerCache.answer`),
+    ahead of FastAPI's and Starlette's own layers (a telemetry check, the error middleware):
+    an answer kept or stored is sent at about half the cost (scripts/bench_server.py).
+    Everything else, and every answer computed, goes through the whole app."""
+
+    answers: AnswerCache | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            answers = self.answers
+            if answers is None and self.middleware_stack is not None:  # built on first use
+                answers = self.answers = _answer_cache(self)
+            if answers is not None and await answers.answer(scope, send):
+                return
+        await super().__call__(scope, receive, send)
+
+
 class HeadAsGet:
     """HEAD answered as GET without the body (the same status and headers, RFC 9110), so a
     CDN or monitor can check a URL: FastAPI routes GET only."""
@@ -508,6 +526,7 @@ class _PageAsked:
 
 
 PAGE_ASKED = "recommender.page"  # the scope key where /page says which page it answered
+ANSWER_KEY = "recommender.answer"  # the scope key of the request's AnswerCache key, once read
 
 
 def _page_etag(rec: Recommender, page: _PageAsked, scope: Scope) -> str:
@@ -590,26 +609,11 @@ class AnswerCache:
         if scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
-        try:
-            key = (served.rec.state(), scope["path"], scope["query_string"])
-        except Exception:  # an index that cannot be read: the routes answer the error
-            await self.app(scope, receive, send)
+        if ANSWER_KEY not in scope and await self.answer(scope, send):
             return
-        kept = self.kept.get(key) if self.kept is not None else None
-        if kept is None:
-            kept = self._stored(served, key)
-        if kept is None and self.kept is not None:
-            kept = self._carried(served, key)
-        if kept is not None:
-            if_none_match = next((v.decode("latin-1") for k, v in scope["headers"]
-                                  if k == b"if-none-match"), None)
-            if _matches(if_none_match, kept.etag):
-                await send({"type": "http.response.start", "status": 304,
-                            "headers": kept.validators})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": kept.headers})
-            await send({"type": "http.response.body", "body": kept.body})
+        key = scope.get(ANSWER_KEY)
+        if key is None:  # an index that cannot be read: the routes answer the error
+            await self.app(scope, receive, send)
             return
         start: Message = {}
         chunks: list[bytes] = []
@@ -631,6 +635,36 @@ class AnswerCache:
             await send(message)
 
         await self.app(scope, receive, keep)
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Send the answer kept, stored (`_stored`) or carried (`_carried`) for this GET, if
+        there is one (a 304 when the client has it); True when it was sent. Sets the scope's
+        SERVED and ANSWER_KEY (None when the index cannot be read) for the layers after."""
+        served = scope.get(SERVED)
+        if served is None:
+            served = scope[SERVED] = self.serving.current
+        try:
+            key = (served.rec.state(), scope["path"], scope["query_string"])
+        except Exception:  # an index that cannot be read: the routes answer the error
+            scope[ANSWER_KEY] = None
+            return False
+        scope[ANSWER_KEY] = key
+        kept = self.kept.get(key) if self.kept is not None else None
+        if kept is None:
+            kept = self._stored(served, key)
+        if kept is None and self.kept is not None:
+            kept = self._carried(served, key)
+        if kept is None:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"if-none-match" and _matches(value.decode("latin-1"), kept.etag):
+                await send({"type": "http.response.start", "status": 304,
+                            "headers": kept.validators})
+                await send({"type": "http.response.body", "body": b""})
+                return True
+        await send({"type": "http.response.start", "status": 200, "headers": kept.headers})
+        await send({"type": "http.response.body", "body": kept.body})
+        return True
 
     def _keep(self, key: tuple[str, str, bytes], kept: _Kept) -> None:
         assert self.kept is not None
@@ -667,8 +701,6 @@ class AnswerCache:
         kept = _Kept([*validators, (b"content-length", str(len(body)).encode()),
                       (b"content-type", b"application/json")], body, etag, validators,
                      _PageAsked(article_id, None), version)
-        if self.kept is not None:
-            self._keep(key, kept)
         return kept
 
     def _carried(self, served: _Served, key: tuple[str, str, bytes]) -> _Kept | None:

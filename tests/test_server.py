@@ -304,6 +304,9 @@ def test_the_state_tag_changes_with_version_overrides_and_clock(tiny_index: Path
     assert rec.state() != tag
     later = Recommender.open(tiny_index, now=NOW + timedelta(minutes=1))
     assert later.state() != rec.state()
+    tag = rec.state()
+    (tiny_index / "recommender.toml").write_text("[slots.see_also]\nk = 1\n")
+    assert rec.state() != tag and len(rec.page("t01")["see_also"]) <= 1
 
 
 def test_serve_without_the_extra_names_it(tiny_index: Path,
