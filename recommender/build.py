@@ -567,8 +567,7 @@ def _write_pages(directory: IndexDirectory, tmp: Path, previous: IndexVersion | 
     had = previous is not None and (previous.path / PAGES_FILE).is_file()
     if not (had if wanted is None else wanted):
         return
-    report.pages = write_pages(directory.root, tmp, previous.path if had and previous
-                               else None)
+    report.pages = write_pages(directory.root, tmp, previous if had else None)
     crash_point("pages-written")
     lap("pages")
 

@@ -14,11 +14,14 @@ future-dated article's (its reference date is now) and those that take links "ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +33,8 @@ from .errors import IndexCorrupt
 
 if TYPE_CHECKING:
     from .ranking import Recommendation
+    from .recommender import Recommender
+    from .store import IndexVersion
 
 PAGES_FILE = "pages.sqlite"
 _SCHEMA = """
@@ -126,95 +131,222 @@ class PagesReport:
                 "seconds": self.seconds}
 
 
-def write_pages(index_root: Path, version_dir: Path, previous_dir: Path | None = None, *,
+def write_pages(index_root: Path, version_dir: Path, previous: IndexVersion | None = None, *,
                 now: datetime | None = None, config_file: Path | None = None) -> PagesReport:
     """Compute and store the page of every article of the (not yet published) version in
     `version_dir`, under the index's config and overrides, as of `now` (default:
-    $RECOMMENDER_NOW, else the real time). Pages whose inputs did not change since
-    `previous_dir`'s stored pages are copied, not ranked again."""
+    $RECOMMENDER_NOW, else the real time). Pages whose inputs did not change since the
+    `previous` version's stored pages are copied from it, not ranked again."""
     from .config import Config, config_path, read_config
-    from .recommender import Recommender, clock_from_environment, takes_nearby
+    from .recommender import Recommender, clock_from_environment
     from .store import IndexDirectory, IndexVersion
 
     started = time.perf_counter()
-    report = PagesReport()
     file, required = config_path(index_root, config_file)
     config = read_config(file, required) if file is not None else Config()
     version = IndexVersion(version_dir)
     at = now or clock_from_environment() or datetime.now(UTC)  # one moment for every page
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    rec = Recommender(IndexDirectory(index_root), version, config=config, reload_interval=-1,
-                      now=at, page_memo=0)
-    live = rec._current()
-    now_ts = at.timestamp()
-    overrides = rec.overrides()
-    settings = settings_key(live.digest, rec._overrides.stamp())
-    lapses: dict[str, float] = {}  # source -> when its first pin lapses after now
-    for pin in overrides.pins:
-        if pin.until is not None and pin.until > at:
-            lapses[pin.source] = min(lapses.get(pin.source, math.inf), pin.until.timestamp())
-    timestamp = version.columns.timestamp
-    target = version_dir / PAGES_FILE
-    conn = sqlite3.connect(target)
     try:
-        conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
-        digests: list[tuple[str, int, bytes]] = []
-        inputs_of: dict[str, tuple[Any, ...]] = {}
-        for article_id in version.ids:
-            inputs = rec._page_inputs(article_id, None)
-            source = inputs[1]
-            anchor = live.ranker.anchor(source)
-            if not (timestamp[source] <= now_ts and timestamp[anchor] <= now_ts):
-                report.left += 1  # its reference date is now: it moves with the clock
-                continue
-            digests.append((article_id, source, inputs[-1]))
-            inputs_of[article_id] = inputs
-        reuse = previous_dir is not None and (previous_dir / PAGES_FILE).is_file()
-        if reuse:
-            assert previous_dir is not None
-            conn.execute("ATTACH DATABASE ? AS old", (f"file:{previous_dir / PAGES_FILE}"
-                                                       "?mode=ro&immutable=1",))
-            old_settings = conn.execute("SELECT value FROM old.meta WHERE key = 'settings'"
-                                        ).fetchone()
-            reuse = old_settings is not None and old_settings[0] == settings
-        if reuse:
-            conn.execute("CREATE TEMP TABLE fresh (id TEXT PRIMARY KEY, pos INTEGER, "
-                         "digest BLOB)")
-            conn.executemany("INSERT INTO fresh VALUES (?, ?, ?)", digests)
-            conn.execute("INSERT INTO pages SELECT f.pos, p.id, p.digest, p.since, p.until, "
-                         "p.slots FROM old.pages p JOIN fresh f "
-                         "ON f.id = p.id AND f.digest = p.digest")
-            kept = {row[0] for row in conn.execute("SELECT id FROM pages")}
-            report.reused = len(kept)
+        writer = _Writer(Recommender(IndexDirectory(index_root), version, config=config,
+                                     reload_interval=-1, now=at, page_memo=0), at)
+        old = previous.path / PAGES_FILE if previous is not None else None
+        old_settings = _settings_of(old) if old is not None and old.is_file() else None
+        target = version_dir / PAGES_FILE
+        if old is not None and old_settings == writer.settings and previous is not None \
+                and _rows_kept(previous, version):
+            report = writer.carry(target, old, previous)
         else:
-            kept = set()
-        batch: list[tuple[int, str, bytes, float, float, bytes]] = []
-        for article_id, source, digest in digests:
-            if article_id in kept:
-                continue
-            inputs = inputs_of[article_id]
-            page = rec._compute_page(inputs, None)
-            if takes_nearby(page):  # read from the whole index by date: the clock moves it
-                report.left += 1
-                continue
-            since, until = _validity(timestamp, inputs, now_ts)
-            until = min(until, lapses.get(article_id, math.inf))
-            batch.append((source, article_id, digest, since, until, slots_json(page)))
-            report.computed += 1
-            if len(batch) >= 1000:
-                conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?)", batch)
-                batch.clear()
-        conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?)", batch)
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-            ("settings", settings), ("count", str(report.computed + report.reused)),
-            ("written_at", datetime.now(UTC).isoformat()), ("as_of", at.isoformat())])
-        conn.commit()
+            report = writer.rewrite(target, old if old_settings == writer.settings else None)
     finally:
-        conn.close()
         version.close()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _settings_of(path: Path) -> str | None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1",
+                                                uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return None if row is None else str(row[0])
+
+
+def _rows_kept(previous: IndexVersion, version: IndexVersion) -> bool:
+    """Does every article of `previous` keep its row in `version` (an update that only
+    added or changed articles), with candidate tables of one shape?"""
+    old, new = previous.neighbour_table(), version.neighbour_table()
+    return old is not None and new is not None and old[0].shape[1] == new[0].shape[1] \
+        and len(version.ids) >= len(previous.ids) \
+        and version.ids[:len(previous.ids)] == previous.ids
+
+
+class _Writer:
+    """The pages of one version, computed by a Recommender over it at one moment."""
+
+    def __init__(self, rec: Recommender, at: datetime) -> None:
+        self.rec, self.at = rec, at
+        self.live = rec._current()
+        self.version = self.live.version
+        self.now_ts = at.timestamp()
+        self.settings = settings_key(self.live.digest, rec._overrides.stamp())
+        self.lapses: dict[str, float] = {}  # source -> when its first pin lapses after now
+        self.pinned: set[str] = set()       # sources with pins
+        for pin in rec.overrides().pins:
+            self.pinned.add(pin.source)
+            if pin.until is not None and pin.until > at:
+                self.lapses[pin.source] = min(self.lapses.get(pin.source, math.inf),
+                                              pin.until.timestamp())
+        self.report = PagesReport()
+
+    def digest(self, row: int) -> tuple[bytes, tuple[Any, ...]] | None:
+        """(what the page of `row` depends on, its inputs); None for a page that moves with
+        the clock itself (an undated or future-dated article, or its original)."""
+        timestamp = self.version.columns.timestamp
+        anchor = self.live.ranker.anchor(row)
+        if not (timestamp[row] <= self.now_ts and timestamp[anchor] <= self.now_ts):
+            return None
+        inputs = self.rec._page_inputs(self.version.ids[row], None)
+        return inputs[-1], inputs
+
+    def page(self, row: int, digest: bytes, inputs: tuple[Any, ...]
+             ) -> tuple[int, str, bytes, float, float, bytes] | None:
+        """The stored row of a page, ranked now; None for a page that took links "nearby"
+        in time (read from the whole index by date: the clock moves it)."""
+        from .recommender import takes_nearby
+
+        page = self.rec._compute_page(inputs, None)
+        if takes_nearby(page):
+            return None
+        article_id = self.version.ids[row]
+        since, until = _validity(self.version.columns.timestamp, inputs, self.now_ts)
+        until = min(until, self.lapses.get(article_id, math.inf))
+        return row, article_id, digest, since, until, slots_json(page)
+
+    def rewrite(self, target: Path, old: Path | None) -> PagesReport:
+        """Every page's digest; those equal to a page stored in `old` are copied, the rest
+        ranked."""
+        report = self.report
+        conn = sqlite3.connect(target)
+        try:
+            conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+            digests: dict[int, tuple[bytes, tuple[Any, ...]]] = {}
+            for row in range(len(self.version.ids)):
+                found = self.digest(row)
+                if found is None:
+                    report.left += 1
+                else:
+                    digests[row] = found
+            kept: set[int] = set()
+            if old is not None:
+                conn.execute("ATTACH DATABASE ? AS old", (f"file:{old}?mode=ro&immutable=1",))
+                conn.execute("CREATE TEMP TABLE fresh (id TEXT PRIMARY KEY, pos INTEGER, "
+                             "digest BLOB)")
+                conn.executemany("INSERT INTO fresh VALUES (?, ?, ?)",
+                                 ((self.version.ids[r], r, d) for r, (d, _) in digests.items()))
+                conn.execute("INSERT INTO pages SELECT f.pos, p.id, p.digest, p.since, "
+                             "p.until, p.slots FROM old.pages p JOIN fresh f "
+                             "ON f.id = p.id AND f.digest = p.digest")
+                kept = {r for (r,) in conn.execute("SELECT pos FROM pages")}
+                report.reused = len(kept)
+            self._insert(conn, ((r, d, i) for r, (d, i) in digests.items() if r not in kept))
+            self._finish(conn)
+        finally:
+            conn.close()
+        return report
+
+    def carry(self, target: Path, old: Path, previous: IndexVersion) -> PagesReport:
+        """An update that kept every row: the previous version's pages file copied, and only
+        the pages whose inputs may have changed looked at again (their digest against the
+        stored one): a changed record among the article, its original and its candidates,
+        another candidate list, a date the clock crossed, a pin, a new article."""
+        report = self.report
+        shutil.copyfile(old, target)
+        version = self.version
+        m, n = len(previous.ids), len(version.ids)
+        look = np.zeros(n, dtype=bool)
+        look[m:] = True
+        anchors = self._anchors(version)
+        a = np.minimum(anchors[:m], m - 1)
+        look[:m] |= anchors[:m] != self._anchors(previous)
+        changed = version.columns.fingerprint[:m] != previous.columns.fingerprint
+        look[:m] |= changed | changed[a]
+        new_table, old_table = version.neighbour_table(), previous.neighbour_table()
+        assert new_table is not None and old_table is not None
+        for new_part, old_part in zip(new_table, old_table, strict=True):
+            look[:m] |= (np.asarray(new_part)[a] != np.asarray(old_part)[a]).any(axis=1)
+        moved = np.concatenate([np.flatnonzero(changed), np.arange(m, n)])
+        look[:m] |= np.isin(np.asarray(new_table[0])[a], moved).any(axis=1)
+        for article_id in self.pinned:
+            row = version.position.get(article_id)
+            if row is not None:
+                look[row] = True
+        conn = sqlite3.connect(target)
+        try:
+            conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+            stored = {pos: (bytes(d), since, until) for pos, d, since, until in
+                      conn.execute("SELECT pos, digest, since, until FROM pages")}
+            for pos in range(m):
+                kept = stored.get(pos)
+                if kept is None or not kept[1] <= self.now_ts < kept[2]:
+                    look[pos] = True
+            todo = []
+            for row in np.flatnonzero(look).tolist():
+                found = self.digest(row)
+                kept = stored.get(row)
+                if found is None:
+                    if kept is not None:
+                        conn.execute("DELETE FROM pages WHERE pos = ?", (row,))
+                    continue
+                if kept is not None and kept[0] == found[0] and \
+                        kept[1] <= self.now_ts < kept[2]:
+                    continue
+                todo.append((row, *found))
+            self._insert(conn, todo, replace=True)
+            report.reused = conn.execute("SELECT count(*) FROM pages").fetchone()[0] \
+                - report.computed
+            report.left = n - report.reused - report.computed
+            conn.execute("DELETE FROM meta")
+            self._finish(conn)
+        finally:
+            conn.close()
+        return report
+
+    def _anchors(self, version: IndexVersion) -> np.ndarray:
+        rows = np.arange(len(version.ids))
+        if self.live.ranker.config.cross_lingual:
+            return rows
+        original = np.asarray(version.columns.original, dtype=np.int64)
+        return np.where(original >= 0, original, rows)
+
+    def _insert(self, conn: sqlite3.Connection,
+                todo: Iterable[tuple[int, bytes, tuple[Any, ...]]], replace: bool = False
+                ) -> None:
+        sql = f"INSERT {'OR REPLACE ' if replace else ''}INTO pages VALUES (?, ?, ?, ?, ?, ?)"
+        batch = []
+        for row, digest, inputs in todo:
+            page = self.page(row, digest, inputs)
+            if page is None:
+                self.report.left += 1
+                if replace:
+                    conn.execute("DELETE FROM pages WHERE pos = ?", (row,))
+                continue
+            batch.append(page)
+            self.report.computed += 1
+            if len(batch) >= 1000:
+                conn.executemany(sql, batch)
+                batch.clear()
+        conn.executemany(sql, batch)
+
+    def _finish(self, conn: sqlite3.Connection) -> None:
+        count = conn.execute("SELECT count(*) FROM pages").fetchone()[0]
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("settings", self.settings), ("count", str(count)),
+            ("written_at", datetime.now(UTC).isoformat()), ("as_of", self.at.isoformat())])
+        conn.commit()
 
 
 def _validity(timestamp: np.ndarray, inputs: tuple[Any, ...], now_ts: float

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from recommender import HashingEmbedder, Recommender, build_index
 from recommender.overrides import OverridesFile, Pin
-from recommender.pages import PAGES_FILE, slots_json
+from recommender.pages import PAGES_FILE, slots_json, write_pages
 from recommender.samples import sample_corpus_path
 from recommender.server import create_app
 
@@ -66,8 +67,26 @@ def stored_pages_hold(index: Path, clock: Clock) -> int:
     return held
 
 
+def stored(path: Path) -> dict[int, tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return {row[0]: row[1:] for row in
+                conn.execute("SELECT pos, id, digest, since, until, slots FROM pages")}
+
+
+def same_as_written_afresh(index: Path, tmp_path: Path, now: datetime) -> None:
+    """The live version's pages, as updates left them, are those a write from nothing
+    gives (as of the moment they were written)."""
+    live = Recommender.open(index).snapshot().path
+    scratch = tmp_path / "afresh" / live.name
+    shutil.rmtree(scratch.parent, ignore_errors=True)
+    shutil.copytree(live, scratch)
+    (scratch / PAGES_FILE).unlink()
+    write_pages(index, scratch, now=now)
+    assert stored(live / PAGES_FILE) == stored(scratch / PAGES_FILE)
+
+
 def test_a_stored_page_is_used_only_while_it_is_the_page_computed_now(
-        index: Path, tmp_path: Path) -> None:
+        index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock(NOW)
     data = {r["id"]: r for r in records()}
     count = len(data)
@@ -91,6 +110,7 @@ def test_a_stored_page_is_used_only_while_it_is_the_page_computed_now(
     assert report.pages is not None
     assert 0 < report.pages.computed < count // 2 < report.pages.reused
     assert stored_pages_hold(index, clock) > count * 0.9
+    same_as_written_afresh(index, tmp_path, NOW)
     rec = Recommender.open(index, now=clock)
     pages = [rec.stored_page(i) for i in rec.ids()]
     assert any(b"(updated)" in page.slots for page in pages if page is not None)
@@ -98,13 +118,20 @@ def test_a_stored_page_is_used_only_while_it_is_the_page_computed_now(
     # Withdrawn, deleted, and a new article dated an hour ahead: hidden until then.
     update(index, tmp_path, [dict(data["a003"], status="draft")], delete=("a004",))
     assert stored_pages_hold(index, clock) > count * 0.9
+    same_as_written_afresh(index, tmp_path, NOW)
     scheduled = dict(data["a001"], id="a001-next", title=data["a001"]["title"] + ", day two",
                      published_at=(clock.now + timedelta(hours=1)).isoformat())
     update(index, tmp_path, [scheduled])
+    same_as_written_afresh(index, tmp_path, NOW)
     before = stored_pages_hold(index, clock)
     clock.now += timedelta(hours=2)  # ... now it may be shown: the pages it joins are computed
     after = stored_pages_hold(index, clock)
     assert after < before
+    # ... and the next publish, then, computes those pages again
+    monkeypatch.setenv("RECOMMENDER_NOW", clock.now.isoformat())
+    update(index, tmp_path, [dict(data["a010"], title=data["a010"]["title"] + "!")])
+    same_as_written_afresh(index, tmp_path, clock.now)
+    assert stored_pages_hold(index, clock) >= before
     rec = Recommender.open(index, now=clock, page_memo=0)
     assert any("a001-next" in [r.id for links in rec.page(i).values() for r in links]
                for i in rec.ids())
