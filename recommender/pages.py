@@ -287,21 +287,22 @@ class _Writer:
         conn = sqlite3.connect(target)
         try:
             conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-            stored = {pos: (bytes(d), since, until) for pos, d, since, until in
-                      conn.execute("SELECT pos, digest, since, until FROM pages")}
-            for pos in range(m):
-                kept = stored.get(pos)
-                if kept is None or not kept[1] <= self.now_ts < kept[2]:
-                    look[pos] = True
+            # the pages missing or not holding at this clock; a scan in SQLite, not in Python
+            holding = np.zeros(m, dtype=bool)
+            holding[np.fromiter((pos for (pos,) in conn.execute(
+                "SELECT pos FROM pages WHERE pos < ? AND since <= ? AND ? < until",
+                (m, self.now_ts, self.now_ts))), dtype=np.int64)] = True
+            look[:m] |= ~holding
             todo = []
             for row in np.flatnonzero(look).tolist():
                 found = self.digest(row)
-                kept = stored.get(row)
+                kept = conn.execute("SELECT digest, since, until FROM pages WHERE pos = ?",
+                                    (row,)).fetchone()
                 if found is None:
                     if kept is not None:
                         conn.execute("DELETE FROM pages WHERE pos = ?", (row,))
                     continue
-                if kept is not None and kept[0] == found[0] and \
+                if kept is not None and bytes(kept[0]) == found[0] and \
                         kept[1] <= self.now_ts < kept[2]:
                     continue
                 todo.append((row, *found))
