@@ -55,6 +55,7 @@ APPROXIMATE = "ivf"  # beyond EXACT_PAIRS (README: HNSW vs IVF, synthetic and re
 RECALL_TARGET = 0.99  # an approximate index's effort is raised until a sample reaches it
 TUNE_SAMPLE = 500     # queries the effort is tuned on
 RECALL_SAMPLE = 1000  # rows whose lists are checked against exact search at each build
+RECALL_TOLERANCE = 1e-5  # cosines this close count as ties in the recall check
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -187,9 +188,9 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     (recall, sample size)."""
     if len(rows) == 0 or rows.shape[1] == 0:
         return 1.0, 0
+    k = rows.shape[1]
     picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
                                                         replace=False))
-    exact, exact_scores = _exact_sample(vectors, candidates, picked, rows.shape[1])
     found = np.asarray(rows[picked])
     # the true cosines of what the table holds, not the scores it stored
     true = np.einsum("qd,qkd->qk", np.asarray(vectors[picked], dtype=np.float32),
@@ -197,7 +198,73 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     valid = found >= 0
     valid[valid] &= np.asarray(candidates, dtype=bool)[found[valid]]
     found = np.where(valid, found, -1)
-    return recall_at_k(found, exact, np.where(valid, true, -np.inf), exact_scores), len(picked)
+    true = np.where(valid, true, -np.inf)
+    exact = np.full(found.shape, -1, dtype=np.int64)
+    exact_scores = np.full(found.shape, -np.inf, dtype=np.float32)
+    # A full list's exact top k all score at least its lowest true cosine, so the exact search
+    # need only keep what scores that much (a few entries a row, no selection over all rows);
+    # a list with gaps is searched in full.
+    full = valid.all(axis=1)
+    if full.any():
+        floors = true[full].min(axis=1) - RECALL_TOLERANCE
+        exact[full], exact_scores[full] = _exact_above(vectors, candidates, picked[full], k,
+                                                       floors)
+    if (~full).any():
+        exact[~full], exact_scores[~full] = _exact_sample(vectors, candidates, picked[~full], k)
+    return recall_at_k(found, exact, true, exact_scores, RECALL_TOLERANCE), len(picked)
+
+
+def _exact_above(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int,
+                 floors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact fp32 top k among the candidates for a sample of rows (never itself), given for
+    each a floor that at least k candidates reach: numpy products over slices of the
+    memory-mapped vectors, keeping only what scores at or above the floor, which rises to the
+    k-th best kept so far (a few entries a row, no selection over every row)."""
+    query_vectors = np.asarray(vectors[queries], dtype=np.float32)
+    candidates = np.asarray(candidates, dtype=bool)
+    floors = np.asarray(floors, dtype=np.float32).copy()
+    query = np.zeros(0, dtype=np.int64)
+    row = np.zeros(0, dtype=np.int64)
+    score = np.zeros(0, dtype=np.float32)
+    step = max(4 * k, SMALL_SELECTION // 4 // max(len(queries), 1))
+    for start in range(0, len(vectors), step):
+        stop = min(start + step, len(vectors))
+        sims = query_vectors @ np.asarray(vectors[start:stop], dtype=np.float32).T
+        sims[:, ~candidates[start:stop]] = -np.inf
+        inside = (queries >= start) & (queries < stop)
+        sims[np.flatnonzero(inside), queries[inside] - start] = -np.inf
+        # a floor far below (a list with a stray entry) would keep much of the block: the
+        # block's own k-th best is a floor too
+        many = np.flatnonzero((sims >= floors[:, None]).sum(axis=1) > 4 * k)
+        if len(many) and sims.shape[1] >= k:
+            kth = -np.partition(-sims[many], k - 1, axis=1)[:, k - 1]
+            floors[many] = np.maximum(floors[many], kth)
+        hit_query, column = np.nonzero(sims >= floors[:, None])
+        query = np.concatenate([query, hit_query])
+        row = np.concatenate([row, column + start])
+        score = np.concatenate([score, sims[hit_query, column]])
+        # keep each query's best k (ties at the k-th kept too), and raise its floor to it
+        order = np.lexsort((row, -score, query))
+        query, row, score = query[order], row[order], score[order]
+        starts = np.searchsorted(query, np.arange(len(queries)))
+        rank = np.arange(len(query)) - starts[query]
+        counts = np.bincount(query, minlength=len(queries))
+        reached = counts >= k
+        floors[reached] = score[starts[reached] + k - 1]
+        keep = (rank < k) | (score >= floors[query])
+        query, row, score = query[keep], row[keep], score[keep]
+    out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    starts = np.searchsorted(query, np.arange(len(queries)))
+    ends = np.searchsorted(query, np.arange(len(queries)), side="right")
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if b - a < k:  # the floor was not reached k times after all: search this one in full
+            out_rows[i], out_scores[i] = (x[0] for x in _exact_sample(
+                vectors, candidates, queries[i:i + 1], k))
+            continue
+        take = best_first(score[a:b][None, :], row[a:b][None, :])[0][:k]
+        out_rows[i], out_scores[i] = row[a:b][take], score[a:b][take]
+    return out_rows, out_scores
 
 
 def _exact_sample(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int

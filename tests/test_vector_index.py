@@ -115,6 +115,25 @@ def test_an_approximate_table_meets_its_recall_target_and_says_so(method: str, k
     assert np.allclose(scores[same], exact_scores[same], atol=1e-5)
 
 
+def test_the_recall_check_counts_a_damaged_table_as_exact_search_would() -> None:
+    """Stray entries (a list's floor far too low), gaps and unpublished entries: the check
+    keeps only what may be in each exact top k, and must still count every miss."""
+    rng = np.random.default_rng(4)
+    candidates = rng.random(len(VECTORS)) > 0.05
+    exact_rows, _, _ = compute_table(VECTORS, candidates, n=20, method="numpy")
+    damaged = exact_rows.copy()
+    stray = rng.random(damaged.shape) < 0.05
+    damaged[stray] = rng.integers(0, len(VECTORS), int(stray.sum()))
+    damaged[rng.random(damaged.shape) < 0.01] = -1
+    damaged[damaged == np.arange(len(VECTORS))[:, None]] = -1  # never itself
+    shown = np.where((damaged >= 0) & candidates[np.clip(damaged, 0, None)], damaged, -1)
+    recall, sample = table_recall(VECTORS, candidates, damaged, sample=len(VECTORS))
+    assert sample == len(VECTORS)
+    assert recall == pytest.approx(recall_at_k(shown, exact_rows), abs=1e-3)
+    assert recall < 0.97
+    assert table_recall(VECTORS, candidates, exact_rows, sample=300)[0] == 1.0
+
+
 def test_an_approximate_table_updated_through_its_partition_finds_what_exact_search_finds(
         monkeypatch: pytest.MonkeyPatch) -> None:
     candidates = np.random.default_rng(2).random(len(VECTORS)) > 0.05
