@@ -14,7 +14,7 @@ recomputation (with exact search; with an approximate index, as good as its reca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -214,18 +214,12 @@ def table_recall(vectors: np.ndarray, candidates: np.ndarray, rows: np.ndarray,
     return recall_at_k(found, exact, true, exact_scores, RECALL_TOLERANCE), len(picked)
 
 
-def _exact_above(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int,
-                 floors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact fp32 top k among the candidates for a sample of rows (never itself), given for
-    each a floor that at least k candidates reach: numpy products over slices of the
-    memory-mapped vectors, keeping only what scores at or above the floor, which rises to the
-    k-th best kept so far (a few entries a row, no selection over every row)."""
+def _sample_blocks(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int
+                   ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, fp32 cosines of the sample against vectors[start:stop]), slice by slice
+    of the memory-mapped vectors, with non-candidates and each query itself at -inf."""
     query_vectors = np.asarray(vectors[queries], dtype=np.float32)
     candidates = np.asarray(candidates, dtype=bool)
-    floors = np.asarray(floors, dtype=np.float32).copy()
-    query = np.zeros(0, dtype=np.int64)
-    row = np.zeros(0, dtype=np.int64)
-    score = np.zeros(0, dtype=np.float32)
     step = max(4 * k, SMALL_SELECTION // 4 // max(len(queries), 1))
     for start in range(0, len(vectors), step):
         stop = min(start + step, len(vectors))
@@ -233,6 +227,20 @@ def _exact_above(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarra
         sims[:, ~candidates[start:stop]] = -np.inf
         inside = (queries >= start) & (queries < stop)
         sims[np.flatnonzero(inside), queries[inside] - start] = -np.inf
+        yield start, stop, sims
+
+
+def _exact_above(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarray, k: int,
+                 floors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact fp32 top k among the candidates for a sample of rows (never itself), given for
+    each a floor that at least k candidates reach: numpy products over slices of the
+    memory-mapped vectors, keeping only what scores at or above the floor, which rises to the
+    k-th best kept so far (a few entries a row, no selection over every row)."""
+    floors = np.asarray(floors, dtype=np.float32).copy()
+    query = np.zeros(0, dtype=np.int64)
+    row = np.zeros(0, dtype=np.int64)
+    score = np.zeros(0, dtype=np.float32)
+    for start, _stop, sims in _sample_blocks(vectors, candidates, queries, k):
         # a floor far below (a list with a stray entry) would keep much of the block: the
         # block's own k-th best is a floor too
         many = np.flatnonzero((sims >= floors[:, None]).sum(axis=1) > 4 * k)
@@ -272,17 +280,10 @@ def _exact_sample(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarr
     """Exact fp32 top k among the candidates for a sample of rows (never itself): numpy
     products over slices of the memory-mapped vectors, the best k of each kept as it goes
     (no copy of the vectors, no torch to load, for the recall check of every build)."""
-    query_vectors = np.asarray(vectors[queries], dtype=np.float32)
     candidates = np.asarray(candidates, dtype=bool)
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
-    step = max(4 * k, SMALL_SELECTION // 4 // max(len(queries), 1))
-    for start in range(0, len(vectors), step):
-        stop = min(start + step, len(vectors))
-        sims = query_vectors @ np.asarray(vectors[start:stop], dtype=np.float32).T
-        sims[:, ~candidates[start:stop]] = -np.inf
-        inside = (queries >= start) & (queries < stop)
-        sims[np.flatnonzero(inside), queries[inside] - start] = -np.inf
+    for start, stop, sims in _sample_blocks(vectors, candidates, queries, k):
         columns = np.broadcast_to(np.arange(start, stop), sims.shape)
         merged = np.concatenate([best_scores, sims], axis=1)
         merged_rows = np.concatenate([best_rows, columns], axis=1)

@@ -14,27 +14,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender import HashingEmbedder, Recommender, build_index
+from recommender import Recommender, build_index
 from recommender.overrides import OverridesFile, Pin
 from recommender.pages import PAGES_FILE, slots_json, write_pages
 from recommender.samples import sample_corpus_path
 from recommender.server import create_app
 
 from .conftest import NOW
-
-EMBEDDER = HashingEmbedder(64)
-
-
-def records() -> list[dict[str, Any]]:
-    return [json.loads(line) for line in sample_corpus_path().read_text().splitlines()]
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from .test_page_memo import EMBEDDER, Clock, records
 
 
 @pytest.fixture
