@@ -266,12 +266,13 @@ def _exact_above(vectors: np.ndarray, candidates: np.ndarray, queries: np.ndarra
     starts = np.searchsorted(query, np.arange(len(queries)))
     ends = np.searchsorted(query, np.arange(len(queries)), side="right")
     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        if b - a < k:  # the floor was not reached k times after all: search this one in full
-            out_rows[i], out_scores[i] = (x[0] for x in _exact_sample(
-                vectors, candidates, queries[i:i + 1], k))
-            continue
-        take = best_first(score[a:b][None, :], row[a:b][None, :])[0][:k]
-        out_rows[i], out_scores[i] = row[a:b][take], score[a:b][take]
+        if b - a >= k:
+            take = best_first(score[a:b][None, :], row[a:b][None, :])[0][:k]
+            out_rows[i], out_scores[i] = row[a:b][take], score[a:b][take]
+    short = ends - starts < k  # the floor was not reached k times after all: searched in full
+    if short.any():
+        out_rows[short], out_scores[short] = _exact_sample(vectors, candidates, queries[short],
+                                                           k)
     return out_rows, out_scores
 
 
