@@ -42,8 +42,8 @@ from .store import (
     article_row,
     build_columns,
     crash_point,
-    link_or_copy,
     now_iso,
+    read_vectors,
     storage_errors,
     update_articles,
     update_columns,
@@ -475,12 +475,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     crash_point("articles-written")
     lap("articles.sqlite")
     embedded_rows = fresh_rows[to_embed] if to_embed else np.zeros(0, dtype=np.int64)
-    if fresh is None and count == old_count and not len(removed_rows):
-        link_or_copy(previous.path / "vectors.npy", tmp / "vectors.npy")
-    else:
-        update_vectors(tmp / "vectors.npy", previous.path / "vectors.npy", carried, count,
-                       embedded_rows, fresh)
-    vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    update_vectors(tmp, previous.path, carried, count, embedded_rows, fresh)
+    vectors = read_vectors(tmp, count, dim)
     crash_point("vectors-written")
     translations = {}
     if added:  # an older article may translate one that only arrives now

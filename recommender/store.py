@@ -54,9 +54,13 @@ from .vector_index import ExactIndex
 
 # 2: columns, lexical scores; 3: precomputed candidate table; 4: names; 5: hashed TF-IDF with
 # its weights, and the table's reserve (files readers never open)
-FORMAT_VERSION = 5
-READABLE_FORMATS = (4, 5)  # a reader serves 4 as it did; an update of one rebuilds in full
+FORMAT_VERSION = 6
+READABLE_FORMATS = (4, 5, 6)  # a reader serves 4 as it did; an update of one rebuilds in full
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
+VECTORS_FILE = "vectors.npy"  # the base: float32 rows, and headroom for rows added later
+PATCH_FILE, PATCH_ROWS_FILE = "vectors_patch.npy", "vectors_patch_rows.npy"
+# rows a patch may hold before an update writes a new base: 2% of the rows, at least 1,024
+PATCH_LIMIT, PATCH_MIN_ROWS = 0.02, 1024
 # What a truncated or garbled .npy/.npz raises when it is read.
 READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
@@ -385,47 +389,151 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def headroom(count: int) -> int:
+    """Rows a new vectors file keeps free past `count`, for the articles later updates add
+    (zeros in a sparse file: no disk until written)."""
+    return max(count // 8, 1024)
+
+
 def write_vectors(directory: Path, vectors: np.ndarray) -> None:
-    np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    """A new base vectors file: the rows, then `headroom` rows of zeros (a hole in the file)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count, dim = vectors.shape
+    with open(directory / VECTORS_FILE, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, {
+            "descr": np.lib.format.dtype_to_descr(vectors.dtype), "fortran_order": False,
+            "shape": (count + headroom(count), dim)})
+        vectors.tofile(out)
+        out.truncate(out.tell() + headroom(count) * dim * 4)
+
+
+def read_vectors(directory: Path, count: int, dim: int) -> np.ndarray:
+    """The version's vectors, (count, dim) float32, read-only: the base file memory-mapped,
+    with the rows of its patch (if any) laid over it. The patched rows are private to this
+    process (copy-on-write pages); every other row is the shared page cache of the base."""
+    patched = (directory / PATCH_ROWS_FILE).is_file()
+    path = directory / VECTORS_FILE
+    try:
+        base = np.load(path, mmap_mode="c" if patched else "r", allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
+    if base.ndim != 2 or base.dtype != np.float32 or base.shape[0] < count \
+            or base.shape[1] != dim:
+        raise IndexCorrupt(f"{path} has shape {base.shape}, manifest says ({count}, {dim})")
+    vectors = np.asarray(base[:count])
+    if patched:
+        rows, values = read_patch(directory)
+        if values.shape != (len(rows), dim) or (len(rows) and (
+                rows[0] < 0 or rows[-1] >= count or (np.diff(rows) <= 0).any())):
+            raise IndexCorrupt(f"the vector patch of {directory} does not fit its "
+                               f"{count} rows")
+        vectors[rows] = values
+    vectors.flags.writeable = False
+    return vectors
+
+
+def read_patch(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, vectors) a version lays over its base vectors file; none without a patch."""
+    if not (directory / PATCH_ROWS_FILE).is_file():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    try:
+        rows = np.load(directory / PATCH_ROWS_FILE, allow_pickle=False)
+        values = np.load(directory / PATCH_FILE, allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise IndexCorrupt(f"cannot read the vector patch of {directory}: {exc}") from exc
+    return np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.float32)
+
+
+def base_capacity(directory: Path) -> int:
+    """How many rows the base vectors file of a version holds (its count plus headroom)."""
+    shape: tuple[int, ...] = np.load(directory / VECTORS_FILE, mmap_mode="r",
+                                     allow_pickle=False).shape
+    return shape[0]
 
 
 def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
-                   fresh_rows: np.ndarray, fresh: np.ndarray | None) -> None:
-    """vectors.npy of the next version: row i is row carried[i] of `source` (the previous
-    version's file; -1: not carried) or, for the rows in fresh_rows, the new vector. The
-    carried rows are copied by the kernel in runs of consecutive rows (copy_file_range: no
-    pass through this process), then only the new rows are written."""
-    previous = np.load(source, mmap_mode="r", allow_pickle=False)
+                   fresh_rows: np.ndarray, fresh: np.ndarray | None) -> bool:
+    """The vectors of the next version (directory `target`) from those of the previous one
+    (`source`): row i is row carried[i] of the previous version (-1: not carried) or, for the
+    rows in fresh_rows, the new vector. True when the base file is shared.
+
+    While no row is removed, the new rows fit in the base file's headroom and the rows that
+    differ from the base stay within the patch limit, the base file is shared with
+    the previous version by a hard link and only a patch is written: the previous patch with
+    the new vectors merged in. Otherwise a new base is written: the carried rows copied by
+    the kernel in runs of consecutive rows (copy_file_range: no pass through this process),
+    then the previous patch's rows and the new ones."""
+    carried = np.asarray(carried, dtype=np.int64)
+    fresh_rows = np.asarray(fresh_rows, dtype=np.int64)
+    old_rows, old_values = read_patch(source)
+    old_count = int(np.count_nonzero(carried >= 0)) if len(carried) else 0
+    identity = np.array_equal(carried[:old_count], np.arange(old_count)) \
+        and not (carried[old_count:] >= 0).any()
+    if fresh is None or not len(fresh_rows):
+        fresh_rows, fresh = np.zeros(0, dtype=np.int64), None
+    if identity:
+        kept = old_rows < old_count  # (rows past the carried ones were removed)
+        old_rows, old_values = old_rows[kept], old_values[kept]
+        rows = np.union1d(old_rows, fresh_rows)
+        if len(rows) <= max(PATCH_LIMIT * count, PATCH_MIN_ROWS) \
+                and count <= base_capacity(source):
+            link_or_copy(source / VECTORS_FILE, target / VECTORS_FILE)
+            if not len(rows):
+                return True
+            dim = np.load(source / VECTORS_FILE, mmap_mode="r", allow_pickle=False).shape[1]
+            values = np.empty((len(rows), dim), dtype=np.float32)
+            if len(old_rows):
+                values[np.searchsorted(rows, old_rows)] = old_values
+            if fresh is not None:
+                values[np.searchsorted(rows, fresh_rows)] = fresh
+            np.save(target / PATCH_FILE, values)
+            np.save(target / PATCH_ROWS_FILE, rows)
+            return True
+    _rewrite_vectors(target, source, carried, count, old_rows, old_values, fresh_rows, fresh)
+    return False
+
+
+def _rewrite_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
+                     old_rows: np.ndarray, old_values: np.ndarray, fresh_rows: np.ndarray,
+                     fresh: np.ndarray | None) -> None:
+    previous = np.load(source / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
     source_offset, dim = previous.offset, previous.shape[1]
     if previous.dtype != np.float32 or not previous.flags.c_contiguous:
-        raise IndexCorrupt(f"{source} does not hold float32 rows")
+        raise IndexCorrupt(f"{source / VECTORS_FILE} does not hold float32 rows")
     del previous
     row_bytes = dim * 4
-    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(count, dim))
+    path = target / VECTORS_FILE
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                    shape=(count + headroom(count), dim))
     target_offset = out.offset
     del out
-    carried = np.asarray(carried, dtype=np.int64)
     new_rows = np.flatnonzero(carried >= 0)
-    old_rows = carried[new_rows]
+    from_rows = carried[new_rows]
     # runs where both the old and the new row numbers go up by one
-    breaks = np.flatnonzero((np.diff(old_rows) != 1) | (np.diff(new_rows) != 1)) + 1
-    with open(source, "rb") as src, open(target, "r+b") as dst:
+    breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(new_rows) != 1)) + 1
+    with open(source / VECTORS_FILE, "rb") as src, open(path, "r+b") as dst:
         for run in np.split(np.arange(len(new_rows)), breaks):
             if not len(run):
                 continue
             length = len(run) * row_bytes
-            read_at = source_offset + int(old_rows[run[0]]) * row_bytes
+            read_at = source_offset + int(from_rows[run[0]]) * row_bytes
             write_at = target_offset + int(new_rows[run[0]]) * row_bytes
             while length:
                 done = os.copy_file_range(src.fileno(), dst.fileno(), length, read_at,
                                           write_at)
                 if done <= 0:
-                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(target))
+                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(path))
                 length, read_at, write_at = length - done, read_at + done, write_at + done
-    if fresh is not None and len(fresh_rows):
-        out = np.lib.format.open_memmap(target, mode="r+")
-        out[np.asarray(fresh_rows, dtype=np.int64)] = fresh
-        out.flush()
+    mapping = np.full(max(int(carried.max(initial=-1)), int(old_rows.max(initial=-1))) + 1, -1,
+                      dtype=np.int64)
+    mapping[from_rows] = new_rows
+    patched = mapping[old_rows] if len(old_rows) else old_rows
+    if len(old_rows) or (fresh is not None and len(fresh_rows)):
+        out = np.lib.format.open_memmap(path, mode="r+")
+        if len(old_rows):  # the previous version's patched rows, where they were carried
+            out[patched[patched >= 0]] = old_values[patched >= 0]
+        if fresh is not None and len(fresh_rows):
+            out[fresh_rows] = fresh
         del out
 
 
@@ -632,15 +740,7 @@ class IndexVersion:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.manifest = read_manifest(path)
-        try:
-            self.vectors: np.ndarray = np.load(path / "vectors.npy", mmap_mode="r",
-                                               allow_pickle=False)
-        except READ_ERRORS as exc:
-            raise IndexCorrupt(f"cannot read {path / 'vectors.npy'}: {exc}") from exc
-        if self.vectors.ndim != 2 or self.vectors.shape != (self.manifest.count,
-                                                            self.manifest.dimension):
-            raise IndexCorrupt(f"{path / 'vectors.npy'} has shape {self.vectors.shape}, manifest "
-                               f"says ({self.manifest.count}, {self.manifest.dimension})")
+        self.vectors = read_vectors(path, self.manifest.count, self.manifest.dimension)
         db = path / "articles.sqlite"
         if not db.is_file():
             raise IndexCorrupt(f"missing {db}")

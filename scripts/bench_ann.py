@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import TopicEmbedder, shapes
 
+from recommender.store import IndexDirectory, IndexVersion
 from recommender.vector_index import (
     BY_LIST_QUERIES,
     ApproximateIndex,
@@ -92,9 +93,8 @@ def main() -> None:
     efforts = ([int(v) for v in args.nprobe.split(",")],
                [int(v) for v in args.ef_search.split(",")])
     if (args.news_index / "CURRENT").is_file():
-        live = args.news_index / "versions" / (args.news_index / "CURRENT").read_text().strip()
-        measure("real news-stories (all-MiniLM-L6-v2)",
-                np.ascontiguousarray(np.load(live / "vectors.npy"), dtype=np.float32),
+        live = IndexVersion(IndexDirectory(args.news_index).current_path())
+        measure("real news-stories (all-MiniLM-L6-v2)", np.array(live.vectors),
                 args.timed, kinds, *efforts)
     measure("synthetic topics/stories", synthetic(args.articles), args.timed, kinds, *efforts)
 

@@ -186,7 +186,7 @@ def main() -> None:
         started = time.perf_counter()
         rec = Recommender.open(index, page_memo=0)  # every page computed, none kept
         open_seconds = time.perf_counter() - started
-        vectors = np.load(index / "versions" / rec.version / "vectors.npy")
+        vectors = np.array(rec.snapshot().vectors)
         product = plain_product_seconds(vectors)
         methods = block_seconds(vectors)
         del vectors

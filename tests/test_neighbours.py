@@ -296,3 +296,102 @@ def test_a_metadata_only_update_shares_the_vectors_file(
     assert report.embedded == 0 and report.changed == 1
     after = IndexDirectory(tiny_index).current_path()
     assert (after / "vectors.npy").stat().st_ino == (before / "vectors.npy").stat().st_ino
+
+
+def _fillers(count: int) -> list[dict[str, Any]]:
+    return [{"id": f"x{i}", "title": f"Filler story number {i}",
+             "body": f"unrelated filler words {i} " * 3} for i in range(count)]
+
+
+def _vectors_of(index: Path) -> tuple[Path, np.ndarray]:
+    live = IndexDirectory(index).current_path()
+    return live, np.array(IndexVersion(live).vectors)
+
+
+def test_an_update_shares_the_base_vectors_file_and_writes_only_the_changed_rows(
+        tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+    from recommender import store
+
+    index = tmp_path / "index"
+    tiny_records = tiny_records + _fillers(30)  # (few enough changes for no lexical refit)
+    n = len(tiny_records)
+    build_index(index, tiny_records, embedder=HashingEmbedder(64))
+    first, first_vectors = _vectors_of(index)
+    edited = dict(tiny_records[2], body="Harbour cranes stood idle as dockers walked out.")
+    added = {"id": "new1", "title": "Dockers strike at the harbour", "body": "Cranes idle."}
+    build_index(index, [edited, added], embedder=HashingEmbedder(64), incremental=True)
+    second, second_vectors = _vectors_of(index)
+    # the base file is the first version's, untouched: only the two new vectors were written
+    assert (second / "vectors.npy").stat().st_ino == (first / "vectors.npy").stat().st_ino
+    rows, values = store.read_patch(second)
+    assert rows.tolist() == [2, n] and values.shape == (2, 64)
+    assert np.array_equal(IndexVersion(first).vectors, first_vectors)  # the old version reads
+    assert np.array_equal(second_vectors[:n][np.arange(n) != 2],
+                          first_vectors[np.arange(n) != 2])
+    # what a full build of the same articles stores
+    records = [edited if r["id"] == edited["id"] else r for r in tiny_records] + [added]
+    build_index(tmp_path / "full", records, embedder=HashingEmbedder(64))
+    assert np.array_equal(second_vectors, _vectors_of(tmp_path / "full")[1])
+    # a later update keeps the earlier patch rows and adds its own
+    build_index(index, [dict(tiny_records[5], title="Bridge cables replaced")],
+                embedder=HashingEmbedder(64), incremental=True)
+    third, third_vectors = _vectors_of(index)
+    assert (third / "vectors.npy").stat().st_ino == (first / "vectors.npy").stat().st_ino
+    assert store.read_patch(third)[0].tolist() == [2, 5, n]
+    assert np.array_equal(third_vectors[np.arange(n + 1) != 5],
+                          second_vectors[np.arange(n + 1) != 5])
+    # the vectors are read-only: no reader can write into the shared file or its patch
+    with pytest.raises(ValueError):
+        IndexVersion(third).vectors[0] = 0.0
+
+
+@pytest.mark.parametrize("why", ["patch full", "removal", "headroom"])
+def test_an_update_writes_a_new_base_when_the_patch_cannot_hold_the_change(
+        tmp_path: Path, tiny_records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+        why: str) -> None:
+    from recommender import store
+
+    index = tmp_path / "index"
+    tiny_records = tiny_records + _fillers(30)  # (few enough changes for no lexical refit)
+    build_index(index, tiny_records, embedder=HashingEmbedder(64))
+    build_index(index, [dict(tiny_records[3], body="A patched row first.")],
+                embedder=HashingEmbedder(64), incremental=True)
+    first, _ = _vectors_of(index)
+    assert store.read_patch(first)[0].tolist() == [3]
+    records = {r["id"]: r for r in tiny_records}
+    records[tiny_records[3]["id"]] = dict(tiny_records[3], body="A patched row first.")
+    update = [dict(tiny_records[7], body="Then another one.")]
+    delete: list[str] = []
+    if why == "patch full":
+        monkeypatch.setattr(store, "PATCH_LIMIT", 0.0)
+        monkeypatch.setattr(store, "PATCH_MIN_ROWS", 1)
+    elif why == "removal":
+        delete = [tiny_records[0]["id"]]
+        records.pop(delete[0])
+    else:
+        monkeypatch.setattr(store, "headroom", lambda count: 0)
+        build_index(tmp_path / "tight", tiny_records,
+                    embedder=HashingEmbedder(64))
+        index = tmp_path / "tight"
+        records = {r["id"]: r for r in tiny_records}
+        first, _ = _vectors_of(index)
+        update = [{"id": "new1", "title": "Dockers strike", "body": "Cranes idle."}]
+    records.update({r["id"]: r for r in update})
+    build_index(index, update, embedder=HashingEmbedder(64), incremental=True, delete=delete)
+    after, vectors = _vectors_of(index)
+    assert (after / "vectors.npy").stat().st_ino != (first / "vectors.npy").stat().st_ino
+    assert not store.read_patch(after)[0].size  # every row in the new base
+    build_index(tmp_path / "full", list(records.values()), embedder=HashingEmbedder(64))
+    assert np.array_equal(vectors, _vectors_of(tmp_path / "full")[1])
+
+
+def test_a_damaged_vector_patch_is_a_clear_error(tiny_index: Path,
+                                                tiny_records: list[dict[str, Any]]) -> None:
+    from recommender.errors import IndexCorrupt
+
+    build_index(tiny_index, [dict(tiny_records[1], body="Changed words here.")],
+                embedder=HashingEmbedder(64), incremental=True)
+    live = IndexDirectory(tiny_index).current_path()
+    np.save(live / "vectors_patch_rows.npy", np.array([1, 40], dtype=np.int64))
+    with pytest.raises(IndexCorrupt, match="vector patch"):
+        IndexVersion(live)
