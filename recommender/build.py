@@ -28,7 +28,6 @@ from .neighbours import (
     lexical_table,
     list_floor,
     read_reserve,
-    renumber,
     table_recall,
     update_lists,
     write_reserve,
@@ -346,14 +345,16 @@ INCREMENTAL_LIMIT = 0.2
 
 def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
                      published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None, str,
                                 Partition | None]:
     """The candidate table of the new version, n + RESERVE wide: (rows, scores, floors,
-    origins, how, partition). Merged into the previous one's lists when few rows changed,
+    lexical, how, partition). Merged into the previous one's lists when few rows changed,
     else computed in full by the engine. mapping: each previous row's new row (-1: gone);
-    embedded: the rows with a new vector. origins: see `neighbours.update_lists` (-1
-    throughout for a full computation). partition: the IVF lists of an approximate table,
-    carried into the new version's rows (the update searches with them), else None."""
+    embedded: the rows with a new vector. lexical: the previous table's lexical scores of
+    words and of names carried with their entries (NaN where the entry is new or came from
+    the reserve, which holds none), or None for a full computation. partition: the IVF lists
+    of an approximate table, carried into the new version's rows (the update searches with
+    them), else None."""
     width = n + RESERVE
     count = len(vectors)
     old = previous.neighbour_table() if previous is not None else None
@@ -369,18 +370,12 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
         old = reserve = None  # nothing to merge into: a full computation
     if old is None or reserve is None or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
         rows, scores, method, partition = engine.table(vectors, published, width)
-        return (rows, scores, list_floor(scores, rows), np.full(rows.shape, -1, dtype=np.int64),
-                f"full, {method}", partition)
-    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
-        carried_rows = np.full((count, width), -1, dtype=np.int32)
-        carried_scores = np.zeros((count, width), dtype=np.float32)
-        for target, parts in ((carried_rows, (old[0], reserve[0])),
-                              (carried_scores, (old[1], reserve[1]))):
-            target[:len(mapping), :n], target[:len(mapping), n:] = parts
-    else:
-        carried_rows, carried_scores = renumber(np.concatenate([old[0], reserve[0]], axis=1),
-                                                np.concatenate([old[1], reserve[1]], axis=1),
-                                                mapping, count)
+        return rows, scores, list_floor(scores, rows), None, f"full, {method}", partition
+    carried_rows = _carried((old[0], reserve[0]), mapping, count, -1, np.int32,
+                            translate=True)
+    carried_scores = _carried((old[1], reserve[1]), mapping, count, 0.0, np.float32)
+    lexical = [_carried((part, None), mapping, count, np.nan, np.float32, width=RESERVE)
+               for part in (old[2], old[3])]
     floor = np.full(count, -np.inf, dtype=np.float32)
     kept = np.flatnonzero(mapping >= 0)
     floor[mapping[kept]] = reserve[2][kept]
@@ -389,11 +384,40 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
         "partition_nprobe", 1)))
     if partition is not None:
         partition = partition.carried(mapping, count, vectors, embedded)
-    rows, scores, floor, origin = update_lists(vectors, published, carried_rows, carried_scores,
-                                               floor, changed, n=n, width=width,
-                                               reembedded=embedded, in_place=True,
-                                               partition=partition)
-    return rows, scores, floor, origin, "incremental", partition
+    rows, scores, floor, lexical = update_lists(
+        vectors, published, carried_rows, carried_scores, floor, changed, n=n, width=width,
+        reembedded=embedded, in_place=True, partition=partition, payloads=lexical)
+    return rows, scores, floor, lexical, "incremental", partition
+
+
+def _carried(parts: tuple[np.ndarray, np.ndarray | None], mapping: np.ndarray, count: int,
+             fill: float, dtype: type, width: int = 0, translate: bool = False) -> np.ndarray:
+    """The previous table's columns side by side (a None part: `width` columns of `fill`),
+    each previous row i at row mapping[i] (-1: gone) of `count` rows, `fill` elsewhere.
+    translate: the values are rows themselves, renumbered by mapping too."""
+    widths = [part.shape[1] if part is not None else width for part in parts]
+    out: np.ndarray = np.empty((count, sum(widths)), dtype=dtype)
+    old_count = len(mapping)
+    identity = np.array_equal(mapping, np.arange(old_count))
+    kept = np.arange(old_count) if identity else np.flatnonzero(mapping >= 0)
+    if not identity:
+        out.fill(fill)
+    start = 0
+    for part, columns in zip(parts, widths, strict=True):
+        at = slice(start, start + columns)
+        if part is None:
+            out[:old_count if identity else count, at] = fill
+        elif identity:
+            out[:old_count, at] = part
+        else:
+            values = np.asarray(part[kept])
+            if translate:
+                values = np.where(values >= 0, mapping[np.clip(values, 0, None)], -1)
+            out[mapping[kept], at] = values
+        start += columns
+    if identity:
+        out[old_count:] = fill
+    return out
 
 
 def _partition_extra(partition: Partition | None) -> dict[str, Any]:
@@ -497,36 +521,24 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     crash_point("columns-written")
     lap("TF-IDF fits")
     table_started = time.perf_counter()
-    rows, scores, floor, origin, report.neighbours_mode, partition = _neighbour_table(
+    rows, scores, floor, carried_lexical, report.neighbours_mode, partition = _neighbour_table(
         previous, mapping, vectors, columns.published, embedded_rows, n, engine)
     lap("candidate table")
-    served_rows, served_origin = rows[:, :n], origin[:, :n]
-    table = previous.neighbour_table()
-    assert table is not None
-    width = rows.shape[1]
+    served_rows = rows[:, :n]
+    valid = served_rows >= 0
     touched = np.zeros(count, dtype=bool)
     touched[fresh_rows] = True
-    # a carried entry keeps its lexical scores unless its article or its candidate changed
-    # text, or it was carried from the reserve (which holds none)
-    valid = served_rows >= 0
-    keep = valid & (served_origin >= 0) & (served_origin % width < n) \
-        & ~touched[:, None] & ~touched[np.clip(served_rows, 0, None)]
-    # origin is row * width + column of the renumbered table: back to the previous rows.
-    # Most entries stayed where they were: their rows are copied whole, the rest gathered.
-    in_place = served_origin == (np.arange(count)[:, None] * width + np.arange(n)[None, :])
-    moved = keep & ~in_place
-    origin_moved = served_origin[moved]
-    from_row, from_column = carried[origin_moved // width], origin_moved % width
-    carried_rows = np.flatnonzero(carried >= 0)
+    # A carried entry keeps its lexical scores unless its article or its candidate changed
+    # (its text may have); new entries (NaN) and those are computed.
+    stale = valid & (touched[:, None] | touched[np.where(valid, served_rows, 0)])
     payloads = []
-    for part, matrix in ((table[2], lexical), (table[3], names)):
-        values = np.zeros(served_rows.shape, dtype=np.float32)
-        values[carried_rows] = part[carried[carried_rows]]
-        values[~keep] = 0.0
-        values[moved] = np.asarray(part)[from_row, from_column]
-        need = valid & ~keep
+    for index, matrix in enumerate((lexical, names)):
+        values = np.full(served_rows.shape, np.nan, dtype=np.float32) \
+            if carried_lexical is None else np.ascontiguousarray(carried_lexical[index][:, :n])
+        need = stale | (valid & np.isnan(values))
         sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
         values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))
+        values[~valid] = 0.0
         payloads.append(values)
     write_table(tmp, served_rows, scores[:, :n], payloads[0], payloads[1])
     write_reserve(tmp, rows[:, n:], scores[:, n:], floor)

@@ -130,13 +130,34 @@ def write_lexical(directory: Path, matrix: sp.csr_matrix, names: sp.csr_matrix) 
 def splice_rows(old: sp.csr_matrix, old_rows: np.ndarray, fresh: sp.csr_matrix,
                 fresh_rows: np.ndarray, count: int) -> sp.csr_matrix:
     """A matrix of `count` rows: row old_rows[i] of `old` for each carried row i (-1: not
-    carried), and fresh's rows at fresh_rows."""
+    carried), and fresh's rows at fresh_rows (every other row). Written in one pass: the
+    carried rows are copied in runs of consecutive rows, the fresh ones one by one."""
+    old, fresh = sp.csr_matrix(old, dtype=np.float32), sp.csr_matrix(fresh, dtype=np.float32)
+    old_rows = np.asarray(old_rows, dtype=np.int64)
+    fresh_rows = np.asarray(fresh_rows, dtype=np.int64)
     carried = np.flatnonzero(old_rows >= 0)
-    stacked = sp.vstack([old[old_rows[carried]], fresh], format="csr", dtype=np.float32)
-    order = np.empty(count, dtype=np.int64)
-    order[carried] = np.arange(len(carried))
-    order[np.asarray(fresh_rows, dtype=np.int64)] = len(carried) + np.arange(fresh.shape[0])
-    return sp.csr_matrix(stacked[order], dtype=np.float32)
+    from_rows = old_rows[carried]
+    lengths = np.zeros(count, dtype=np.int64)
+    lengths[carried] = np.diff(old.indptr)[from_rows]
+    lengths[fresh_rows] = np.diff(fresh.indptr)
+    indptr = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    data = np.empty(int(indptr[-1]), dtype=np.float32)
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(carried) != 1)) + 1
+    for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(carried)], strict=True):
+        if first == last:
+            continue
+        start, stop = old.indptr[from_rows[first]], old.indptr[from_rows[last - 1] + 1]
+        at = indptr[carried[first]]
+        data[at:at + stop - start] = old.data[start:stop]
+        indices[at:at + stop - start] = old.indices[start:stop]
+    for row, target in enumerate(fresh_rows.tolist()):
+        start, stop = fresh.indptr[row], fresh.indptr[row + 1]
+        at = indptr[target]
+        data[at:at + stop - start] = fresh.data[start:stop]
+        indices[at:at + stop - start] = fresh.indices[start:stop]
+    return sp.csr_matrix((data, indices, indptr), shape=(count, old.shape[1]))
 
 
 def pair_scores(matrix: sp.csr_matrix, first: np.ndarray, second: np.ndarray,

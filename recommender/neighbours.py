@@ -14,7 +14,7 @@ recomputation (with exact search; with an approximate index, as good as its reca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -327,10 +327,10 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
                  old_scores: np.ndarray, old_floor: np.ndarray, changed: np.ndarray,
                  n: int = DEFAULT_N, width: int | None = None,
                  reembedded: np.ndarray | None = None, in_place: bool = False,
-                 partition: Partition | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 partition: Partition | None = None, payloads: Sequence[np.ndarray] = ()
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """Bring a table with a reserve up to date, its first n columns equal to a full
-    recomputation: (rows, scores, floor, origin), `width` (n + reserve) wide.
+    recomputation: (rows, scores, floor, payloads), `width` (n + reserve) wide.
 
     Each list holds, best first, every candidate scoring at least its `floor` (up to `width`
     of them; floor -inf: the list holds every candidate). old_*: the previous lists renumbered
@@ -339,10 +339,11 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     lists are searched again. An entry pointing at a changed row or at a row no longer a
     candidate is dropped; every other list then merges in the changed candidates' exact
     scores at or above its floor, and stays exact while it holds at least n entries: only
-    lists that lost more than their reserve are searched again. origin: for each entry, the
-    flat index (row * width + column) of the old entry it was carried from, or -1 when its
-    score is new (callers carry per-entry payloads, like lexical scores, through it).
-    in_place: old_rows and old_scores (int32 and float32, `width` wide) may be overwritten.
+    lists that lost more than their reserve are searched again. payloads: float32 arrays
+    shaped like old_rows (per-entry values such as lexical scores), carried with their
+    entries; NaN where an entry's score is new (the caller computes those).
+    in_place: old_rows, old_scores and the payloads (int32 and float32, `width` wide) may be
+    overwritten.
     partition: the IVF lists of an approximate table (rows of the new version): the changed
     articles are searched in their nearest lists, as the build searched, not against every
     row.
@@ -354,14 +355,15 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     old_width = old_rows.shape[1]
     use = min(width, old_width)
     if in_place and old_width == width:
-        rows, scores = old_rows, old_scores
+        rows, scores, carried = old_rows, old_scores, list(payloads)
     else:
         rows = np.full((len(vectors), width), -1, dtype=np.int32)
         scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
         rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
-    origin = np.full((len(vectors), width), -1, dtype=np.int64)
-    origin[:, :use] = (np.arange(len(vectors))[:, None] * old_width
-                       + np.arange(use)[None, :])
+        carried = [np.full((len(vectors), width), np.nan, dtype=np.float32)
+                   for _ in payloads]
+        for target, payload in zip(carried, payloads, strict=True):
+            target[:, :use] = payload[:, :use]
     floor = np.asarray(old_floor, dtype=np.float32).copy()
     stored = rows >= 0
     target = np.where(stored, rows, 0)
@@ -369,7 +371,9 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     is_changed[changed] = True
     stale = ~stored | is_changed[target] | ~candidates[target]
     altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
-    rows[stale], scores[stale], origin[stale] = -1, -np.inf, -1
+    rows[stale], scores[stale] = -1, -np.inf
+    for payload in carried:
+        payload[stale] = np.nan
     new_candidates = changed[candidates[changed]]
     is_again = np.zeros(len(vectors), dtype=bool)
     is_again[again] = True
@@ -378,7 +382,9 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     pair_rows, pair_cands, pair_scores, own = scan(
         vectors, candidates, floor, again, new_candidates, width)
     if len(again):
-        rows[again], scores[again], origin[again] = own[0], own[1], -1
+        rows[again], scores[again] = own[0], own[1]
+        for payload in carried:
+            payload[again] = np.nan
         floor[again] = list_floor(own[1], own[0])
     # Only the lists that lost an entry or take a changed candidate in are merged again.
     outside = ~is_again[pair_rows]
@@ -407,7 +413,6 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
         extra_rows[at, rank[mine]] = pair_cands[mine]
         merged_scores = np.concatenate([scores[block], extra], axis=1)
         merged_rows = np.concatenate([rows[block], extra_rows], axis=1)
-        merged_origin = np.concatenate([origin[block], np.full(extra.shape, -1)], axis=1)
         known = np.isfinite(merged_scores).sum(axis=1)
         order = best_first(merged_scores, merged_rows)[:, :width]
         values = np.take_along_axis(merged_scores, order, axis=1)
@@ -415,9 +420,14 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
         floor[block] = np.where(known > width, values[:, -1], floor[block])
         rows[block] = np.take_along_axis(merged_rows, order, axis=1)
         scores[block] = values
-        origin[block] = np.take_along_axis(merged_origin, order, axis=1)
+        for payload in carried:
+            payload[block] = np.take_along_axis(
+                np.concatenate([payload[block], np.full(extra.shape, np.nan, np.float32)],
+                               axis=1), order, axis=1)
     gone = ~np.isfinite(scores)
-    rows[gone], origin[gone] = -1, -1
+    rows[gone] = -1
+    for payload in carried:
+        payload[gone] = np.nan
     # A list with a floor (more candidates exist than it holds) and at most n entries no
     # longer knows its n-th and next neighbours: searched again, like the changed rows' own
     # lists. (Near-ties need no search: `best_first` orders them by row whichever arithmetic
@@ -426,11 +436,13 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     search = np.flatnonzero(short)
     if len(search):
         fresh_rows, fresh_scores, _ = compute_table(vectors, candidates, width, queries=search)
-        rows[search], scores[search], origin[search] = fresh_rows, fresh_scores, -1
+        rows[search], scores[search] = fresh_rows, fresh_scores
+        for payload in carried:
+            payload[search] = np.nan
         floor[search] = list_floor(fresh_scores, fresh_rows)
     empty = rows < 0
     scores[empty] = 0.0
-    return rows, scores, floor, origin
+    return rows, scores, floor, carried
 
 
 def _scan_changed(vectors: np.ndarray, candidates: np.ndarray, floor: np.ndarray,
@@ -544,23 +556,6 @@ def _scan_result(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], own_row
         pair_scores = np.zeros(0, dtype=np.float32)
     return (pair_rows.astype(np.int64), pair_cands.astype(np.int32),
             pair_scores.astype(np.float32), (own_rows, own_scores))
-
-
-def renumber(old_rows: np.ndarray, old_scores: np.ndarray, mapping: np.ndarray,
-             new_count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Carry a table across versions whose row numbers differ. mapping: for each old row,
-    its new row, or -1 where the article is gone."""
-    rows = np.full((new_count, old_rows.shape[1]), -1, dtype=np.int32)
-    scores = np.zeros((new_count, old_rows.shape[1]), dtype=np.float32)
-    if np.array_equal(mapping, np.arange(len(mapping))):  # nothing removed: rows stay
-        rows[:len(mapping)], scores[:len(mapping)] = old_rows, old_scores
-        return rows, scores
-    kept = np.flatnonzero(mapping >= 0)
-    old = np.asarray(old_rows[kept])
-    translated = np.where(old >= 0, mapping[np.clip(old, 0, None)], -1)
-    rows[mapping[kept]] = translated
-    scores[mapping[kept]] = np.where(translated >= 0, old_scores[kept], 0.0)
-    return rows, scores
 
 
 def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:

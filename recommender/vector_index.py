@@ -332,16 +332,18 @@ class Partition:
 
     def nearest(self, vectors: np.ndarray, count: int = 1) -> np.ndarray:
         """The `count` nearest lists of each vector (rows x count; one column flattened)."""
+        import faiss
+
         count = min(count, len(self.centroids))
         out = np.empty((len(vectors), count), dtype=np.int32)
+        centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
         for start in range(0, len(vectors), BLOCK * 4):
-            block = np.asarray(vectors[start:start + BLOCK * 4], dtype=np.float32)
-            products = block @ self.centroids.T
-            if count < len(self.centroids):
-                out[start:start + len(block)] = np.argpartition(-products, count - 1,
-                                                                axis=1)[:, :count]
+            block = np.ascontiguousarray(vectors[start:start + BLOCK * 4], dtype=np.float32)
+            if count == 1:
+                out[start:start + len(block), 0] = np.argmax(block @ centroids.T, axis=1)
             else:
-                out[start:start + len(block)] = np.arange(count)
+                out[start:start + len(block)] = faiss.knn(
+                    block, centroids, count, metric=faiss.METRIC_INNER_PRODUCT)[1]
         return out[:, 0] if count == 1 else out
 
     def carried(self, mapping: np.ndarray, count: int, vectors: np.ndarray,

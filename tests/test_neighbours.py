@@ -196,17 +196,23 @@ def test_lists_with_a_reserve_stay_exact_over_updates_and_search_only_what_lost_
         flip = rng.choice(400, size=3, replace=False)
         candidates[flip] = ~candidates[flip]
         back = flip[candidates[flip]]  # published again, same vector: not searched itself
-        rows, scores, floor, origin = neighbours.update_lists(
+        # each entry's payload: its flat place in the old table, carried with it
+        places = np.arange(rows.size, dtype=np.float32).reshape(rows.shape)
+        old_rows = rows.copy()
+        rows, scores, floor, (place,) = neighbours.update_lists(
             vectors, candidates, rows, scores, floor, np.union1d(moved, back), n=n,
-            width=width, reembedded=moved)
+            width=width, reembedded=moved, payloads=[places])
         full_rows, full_scores, _ = real(vectors, candidates, n=n)
         assert np.array_equal(rows[:, :n], full_rows), step
         assert np.allclose(scores[:, :n], full_scores, atol=1e-5), step
         # the moved rows' own lists come from one scan; searched again: only the few lists
         # that lost more than their reserve (or hold the tie), never all
         assert sum(searched) < 40, (step, searched)
-        carried = origin >= 0
+        carried = ~np.isnan(place)
         assert (rows[carried] >= 0).all()
+        # a carried payload is the one of the same entry: the same candidate's
+        assert np.array_equal(old_rows.ravel()[place[carried].astype(np.int64)], rows[carried])
+        assert carried.sum() > 0.8 * (rows >= 0).sum()  # most entries were carried
 
 
 def test_a_metadata_only_update_searches_no_list() -> None:
@@ -218,13 +224,14 @@ def test_a_metadata_only_update_searches_no_list() -> None:
     rows, scores, _ = compute_table(vectors, candidates, n=14)
     floor = neighbours.list_floor(scores, rows)
     candidates[5] = True  # published now; its vector is the one stored
-    new_rows, _, _, origin = neighbours.update_lists(
+    new_rows, _, _, (place,) = neighbours.update_lists(
         vectors, candidates, rows, scores, floor, np.array([5]), n=10, width=14,
-        reembedded=np.zeros(0, dtype=np.int64))
+        reembedded=np.zeros(0, dtype=np.int64),
+        payloads=[np.zeros(rows.shape, dtype=np.float32)])
     full_rows, _, _ = compute_table(vectors, candidates, n=10)
     assert np.array_equal(new_rows[:, :10], full_rows)
     # every list kept its entries and at most took article 5 in: nothing was searched again
-    assert ((origin >= 0) | (new_rows == 5) | (new_rows < 0)).all()
+    assert (~np.isnan(place) | (new_rows == 5) | (new_rows < 0)).all()
 
 
 def test_updates_by_rows_give_the_version_a_full_build_gives(
@@ -395,3 +402,31 @@ def test_a_damaged_vector_patch_is_a_clear_error(tiny_index: Path,
     np.save(live / "vectors_patch_rows.npy", np.array([1, 40], dtype=np.int64))
     with pytest.raises(IndexCorrupt, match="vector patch"):
         IndexVersion(live)
+
+
+def test_spliced_tfidf_rows_are_the_carried_and_fresh_rows() -> None:
+    import scipy.sparse as sp
+
+    from recommender.lexical import splice_rows
+
+    rng = np.random.default_rng(3)
+    dense = sp.random(40, 30, density=0.2, dtype=np.float32, random_state=1).toarray()
+    dense[5] = 0  # an empty row among them
+    old = sp.csr_matrix(dense)
+    fresh = sp.random(9, 30, density=0.3, format="csr", dtype=np.float32, random_state=2)
+    # rows 3, 17 and 30 removed, the rest shifted down, 9 rows replaced or added
+    kept = np.delete(np.arange(40), [3, 17, 30])
+    count = len(kept) + 4
+    fresh_rows = np.sort(rng.choice(count, 9, replace=False))
+    fresh_rows[-4:] = np.arange(len(kept), count)  # the last four are new rows
+    fresh_rows = np.unique(fresh_rows)
+    fresh = fresh[:len(fresh_rows)]
+    old_rows = np.full(count, -1)
+    old_rows[:len(kept)] = kept
+    old_rows[fresh_rows] = -1
+    got = splice_rows(old, old_rows, fresh, fresh_rows, count).toarray()
+    want = np.zeros((count, 30), dtype=np.float32)
+    carried = old_rows >= 0
+    want[carried] = old.toarray()[old_rows[carried]]
+    want[fresh_rows] = fresh.toarray()
+    assert np.array_equal(got, want)
