@@ -6,8 +6,10 @@
         versions/<version>/      one complete, immutable index:
             manifest.json        format, model, dimension, metric, counts, build time
             articles.sqlite      article metadata and content hashes (row `pos` = vector row)
-            vectors.npy          float32 (n, d), unit rows, memory-mapped by readers and
-                                 searched in place (`vector_index.ExactIndex`): stored once
+            vectors.npy          float32 (n + headroom, d), unit rows, memory-mapped by
+                                 readers and searched in place (`vector_index.ExactIndex`):
+                                 stored once, shared by the versions an update writes
+            vectors_patch*.npy   the rows that differ from vectors.npy (`read_vectors`)
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
             lexical.npz          TF-IDF rows (scipy sparse, hashed terms) for the lexical score
             names.npz            TF-IDF rows over the names each article mentions
@@ -19,9 +21,10 @@
 
 A writer builds a version under `versions/.tmp-*`, fsyncs it, renames it into place, then
 replaces CURRENT. An update writes it as the previous version plus its changes: SQLite copied
-and updated by rows, an unchanged vectors.npy shared by a hard link (no version ever writes
-a file in place). A crash at any point leaves CURRENT naming a complete version; leftovers are
-removed by the next writer. Readers keep the files of the version they opened.
+and updated by rows, vectors.npy shared by a hard link with a patch of the new rows (no
+version ever writes a file in place). A crash at any point leaves CURRENT naming a complete
+version; leftovers are removed by the next writer. Readers keep the files of the version they
+opened.
 """
 
 from __future__ import annotations
