@@ -534,7 +534,7 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     payloads = []
     for index, matrix in enumerate((lexical, names)):
         values = np.full(served_rows.shape, np.nan, dtype=np.float32) \
-            if carried_lexical is None else carried_lexical[index][:, :n]
+            if carried_lexical is None else np.ascontiguousarray(carried_lexical[index][:, :n])
         need = stale | (valid & np.isnan(values))
         sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
         values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))

@@ -570,21 +570,19 @@ def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:
 
 def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
                 lexical: np.ndarray, names: np.ndarray) -> None:
-    """The served table, four (rows x n) files; views (columns of a wider table) are
-    written as they are, without a copy in memory first."""
-    np.save(directory / ROWS_FILE, np.asarray(rows, dtype=np.int32))
-    np.save(directory / SCORES_FILE, np.asarray(scores, dtype=np.float32))
-    np.save(directory / LEXICAL_FILE, np.asarray(lexical, dtype=np.float32))
-    np.save(directory / NAMES_FILE, np.asarray(names, dtype=np.float32))
+    np.save(directory / ROWS_FILE, rows.astype(np.int32))
+    np.save(directory / SCORES_FILE, scores.astype(np.float32))
+    np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
+    np.save(directory / NAMES_FILE, names.astype(np.float32))
 
 
 def write_reserve(directory: Path, rows: np.ndarray, scores: np.ndarray,
                   floor: np.ndarray) -> None:
     """The columns kept beyond the n served (readers never open them) and each list's
     floor: what lets the next update complete a list without searching again."""
-    np.save(directory / RESERVE_ROWS_FILE, np.asarray(rows, dtype=np.int32))
-    np.save(directory / RESERVE_SCORES_FILE, np.asarray(scores, dtype=np.float32))
-    np.save(directory / FLOOR_FILE, np.asarray(floor, dtype=np.float32))
+    np.save(directory / RESERVE_ROWS_FILE, rows.astype(np.int32))
+    np.save(directory / RESERVE_SCORES_FILE, scores.astype(np.float32))
+    np.save(directory / FLOOR_FILE, floor.astype(np.float32))
 
 
 def read_reserve(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
