@@ -399,17 +399,15 @@ def _carried(parts: tuple[np.ndarray, np.ndarray | None], mapping: np.ndarray, c
     out: np.ndarray = np.empty((count, sum(widths)), dtype=dtype)
     old_count = len(mapping)
     identity = np.array_equal(mapping, np.arange(old_count))
-    kept = np.arange(old_count) if identity else np.flatnonzero(mapping >= 0)
     if not identity:
+        kept = np.flatnonzero(mapping >= 0)
         out.fill(fill)
     start = 0
     for part, columns in zip(parts, widths, strict=True):
         at = slice(start, start + columns)
-        if part is None:
-            out[:old_count if identity else count, at] = fill
-        elif identity:
-            out[:old_count, at] = part
-        else:
+        if identity:
+            out[:old_count, at] = fill if part is None else part
+        elif part is not None:
             values = np.asarray(part[kept])
             if translate:
                 values = np.where(values >= 0, mapping[np.clip(values, 0, None)], -1)

@@ -447,18 +447,11 @@ def read_patch(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.float32)
 
 
-def base_capacity(directory: Path) -> int:
-    """How many rows the base vectors file of a version holds (its count plus headroom)."""
-    shape: tuple[int, ...] = np.load(directory / VECTORS_FILE, mmap_mode="r",
-                                     allow_pickle=False).shape
-    return shape[0]
-
-
 def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
-                   fresh_rows: np.ndarray, fresh: np.ndarray | None) -> bool:
+                   fresh_rows: np.ndarray, fresh: np.ndarray | None) -> None:
     """The vectors of the next version (directory `target`) from those of the previous one
     (`source`): row i is row carried[i] of the previous version (-1: not carried) or, for the
-    rows in fresh_rows, the new vector. True when the base file is shared.
+    rows in fresh_rows, the new vector.
 
     While no row is removed, the new rows fit in the base file's headroom and the rows that
     differ from the base stay within the patch limit, the base file is shared with
@@ -478,12 +471,11 @@ def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
         kept = old_rows < old_count  # (rows past the carried ones were removed)
         old_rows, old_values = old_rows[kept], old_values[kept]
         rows = np.union1d(old_rows, fresh_rows)
-        if len(rows) <= max(PATCH_LIMIT * count, PATCH_MIN_ROWS) \
-                and count <= base_capacity(source):
+        capacity, dim = np.load(source / VECTORS_FILE, mmap_mode="r", allow_pickle=False).shape
+        if len(rows) <= max(PATCH_LIMIT * count, PATCH_MIN_ROWS) and count <= capacity:
             link_or_copy(source / VECTORS_FILE, target / VECTORS_FILE)
             if not len(rows):
-                return True
-            dim = np.load(source / VECTORS_FILE, mmap_mode="r", allow_pickle=False).shape[1]
+                return
             values = np.empty((len(rows), dim), dtype=np.float32)
             if len(old_rows):
                 values[np.searchsorted(rows, old_rows)] = old_values
@@ -491,9 +483,8 @@ def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
                 values[np.searchsorted(rows, fresh_rows)] = fresh
             np.save(target / PATCH_FILE, values)
             np.save(target / PATCH_ROWS_FILE, rows)
-            return True
+            return
     _rewrite_vectors(target, source, carried, count, old_rows, old_values, fresh_rows, fresh)
-    return False
 
 
 def _rewrite_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
