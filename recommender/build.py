@@ -23,14 +23,18 @@ from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, Re
 from .lexical import LexicalModel, pair_scores, splice_rows, write_lexical
 from .neighbours import (
     DEFAULT_N,
+    GONE,
+    LEXICAL_FILE,
+    NAMES_FILE,
     RECALL_SAMPLE,
     RESERVE,
+    ROWS_FILE,
+    SCORES_FILE,
     lexical_table,
     list_floor,
     read_reserve,
     table_recall,
     update_lists,
-    write_reserve,
     write_table,
 )
 from .pages import PAGES_FILE, PagesReport, write_pages
@@ -40,6 +44,7 @@ from .store import (
     Manifest,
     article_row,
     build_columns,
+    carry_rows,
     crash_point,
     now_iso,
     read_vectors,
@@ -222,12 +227,10 @@ def build_index(index: str | Path, sources: Iterable[str | Path | Mapping[str, A
                 if previous is not None else np.zeros(0, dtype=np.int64)
             rows, scores, floor, _, report.neighbours_mode, partition = _neighbour_table(
                 previous if reusable else None, mapping, vectors, columns.published,
-                np.array(sorted(to_embed), dtype=np.int64), neighbours, engine)
+                np.array(sorted(to_embed), dtype=np.int64), neighbours, engine, tmp)
             lap("candidate table")
-            write_table(tmp, rows[:, :neighbours], scores[:, :neighbours],
-                        lexical_table(lexical, rows[:, :neighbours]),
-                        lexical_table(names, rows[:, :neighbours]))
-            write_reserve(tmp, rows[:, neighbours:], scores[:, neighbours:], floor)
+            write_table(tmp, rows, scores, lexical_table(lexical, rows[:, :neighbours]),
+                        lexical_table(names, rows[:, :neighbours]), floor)
             if partition is not None:
                 partition.save(tmp)
             crash_point("table-written")
@@ -344,21 +347,25 @@ INCREMENTAL_LIMIT = 0.2
 
 
 def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
-                     published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine
+                     published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine,
+                     tmp: Path, payloads: bool = False
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None, str,
                                 Partition | None]:
     """The candidate table of the new version, n + RESERVE wide: (rows, scores, floors,
     lexical, how, partition). Merged into the previous one's lists when few rows changed,
     else computed in full by the engine. mapping: each previous row's new row (-1: gone);
-    embedded: the rows with a new vector. lexical: the previous table's lexical scores of
-    words and of names carried with their entries (NaN where the entry is new or came from
-    the reserve, which holds none), or None for a full computation. partition: the IVF lists
-    of an approximate table, carried into the new version's rows (the update searches with
-    them), else None."""
+    embedded: the rows with a new vector. A merge works in the new version's table files
+    (`tmp`): the kernel copies the previous lists into them, rows renumbered by mapping, and
+    the merge changes them in place through memory maps, which `write_table` then flushes.
+    payloads: the previous table's lexical scores of words and of names are carried with
+    their entries too (NaN where an entry is new or came from the reserve, which holds
+    none); else, and for a full computation, lexical is None. partition: the IVF lists of an
+    approximate table, carried into the new version's rows (the update searches with them),
+    else None."""
     width = n + RESERVE
     count = len(vectors)
-    old = previous.neighbour_table() if previous is not None else None
     reserve = read_reserve(previous.path) if previous is not None else None
+    old = previous.neighbour_table() if previous is not None and reserve is not None else None
     if old is not None and reserve is not None and old[0].shape[1] == n \
             and reserve[0].shape[1] == RESERVE and previous is not None:
         # Changed: re-embedded, or newly a candidate (published now, not before).
@@ -371,51 +378,41 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     if old is None or reserve is None or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
         rows, scores, method, partition = engine.table(vectors, published, width)
         return rows, scores, list_floor(scores, rows), None, f"full, {method}", partition
-    carried_rows = _carried((old[0], reserve[0]), mapping, count, -1, np.int32,
-                            translate=True)
-    carried_scores = _carried((old[1], reserve[1]), mapping, count, 0.0, np.float32)
-    lexical = [_carried((part, None), mapping, count, np.nan, np.float32, width=RESERVE)
-               for part in (old[2], old[3])]
-    floor = np.full(count, -np.inf, dtype=np.float32)
-    kept = np.flatnonzero(mapping >= 0)
-    floor[mapping[kept]] = reserve[2][kept]
     assert previous is not None  # (old is None without one)
+    # new row i holds previous row carried[i] (-1: an article new to the index)
+    carried = np.full(count, -1, dtype=np.int64)
+    carried[mapping[kept]] = kept
+    new = carried < 0
+    rows = carry_rows(previous.path / ROWS_FILE, tmp / ROWS_FILE, carried, np.int32)
+    rows[new] = -1
+    if len(kept) < len(mapping):  # rows removed: the entries are renumbered
+        _renumber(rows, mapping)
+    scores = carry_rows(previous.path / SCORES_FILE, tmp / SCORES_FILE, carried, np.float32)
+    lexical: list[np.ndarray] = []
+    if payloads:
+        for name in (LEXICAL_FILE, NAMES_FILE):
+            part = carry_rows(previous.path / name, tmp / name, carried, np.float32)
+            part[new] = np.nan
+            lexical.append(part)
+    floor = np.full(count, -np.inf, dtype=np.float32)
+    floor[mapping[kept]] = reserve[2][kept]
     partition = Partition.load(previous.path, int(previous.manifest.extra.get(
         "partition_nprobe", 1)))
     if partition is not None:
         partition = partition.carried(mapping, count, vectors, embedded)
     rows, scores, floor, lexical = update_lists(
-        vectors, published, carried_rows, carried_scores, floor, changed, n=n, width=width,
+        vectors, published, rows, scores, floor, changed, n=n, width=width,
         reembedded=embedded, in_place=True, partition=partition, payloads=lexical)
-    return rows, scores, floor, lexical, "incremental", partition
+    return rows, scores, floor, lexical if payloads else None, "incremental", partition
 
 
-def _carried(parts: tuple[np.ndarray, np.ndarray | None], mapping: np.ndarray, count: int,
-             fill: float, dtype: type, width: int = 0, translate: bool = False) -> np.ndarray:
-    """The previous table's columns side by side (a None part: `width` columns of `fill`),
-    each previous row i at row mapping[i] (-1: gone) of `count` rows, `fill` elsewhere.
-    translate: the values are rows themselves, renumbered by mapping too."""
-    widths = [part.shape[1] if part is not None else width for part in parts]
-    out: np.ndarray = np.empty((count, sum(widths)), dtype=dtype)
-    old_count = len(mapping)
-    identity = np.array_equal(mapping, np.arange(old_count))
-    if not identity:
-        kept = np.flatnonzero(mapping >= 0)
-        out.fill(fill)
-    start = 0
-    for part, columns in zip(parts, widths, strict=True):
-        at = slice(start, start + columns)
-        if identity:
-            out[:old_count, at] = fill if part is None else part
-        elif part is not None:
-            values = np.asarray(part[kept])
-            if translate:
-                values = np.where(values >= 0, mapping[np.clip(values, 0, None)], -1)
-            out[mapping[kept], at] = values
-        start += columns
-    if identity:
-        out[old_count:] = fill
-    return out
+def _renumber(rows: np.ndarray, mapping: np.ndarray, block: int = 1 << 16) -> None:
+    """The entries of a carried table (in place, a block of lists at a time) pointed at the
+    previous version's rows: now at the new rows, GONE where the article was removed."""
+    for start in range(0, len(rows), block):
+        part = rows[start:start + block]
+        stored = part >= 0
+        part[stored] = np.where(mapping[part[stored]] >= 0, mapping[part[stored]], GONE)
 
 
 def _partition_extra(partition: Partition | None) -> dict[str, Any]:
@@ -520,7 +517,8 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     lap("TF-IDF fits")
     table_started = time.perf_counter()
     rows, scores, floor, carried_lexical, report.neighbours_mode, partition = _neighbour_table(
-        previous, mapping, vectors, columns.published, embedded_rows, n, engine)
+        previous, mapping, vectors, columns.published, embedded_rows, n, engine, tmp,
+        payloads=True)
     lap("candidate table")
     served_rows = rows[:, :n]
     valid = served_rows >= 0
@@ -531,15 +529,15 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     stale = valid & (touched[:, None] | touched[np.where(valid, served_rows, 0)])
     payloads = []
     for index, matrix in enumerate((lexical, names)):
+        # (in place: the carried scores are the memory map of the new version's file)
         values = np.full(served_rows.shape, np.nan, dtype=np.float32) \
-            if carried_lexical is None else np.ascontiguousarray(carried_lexical[index][:, :n])
+            if carried_lexical is None else carried_lexical[index]
         need = stale | (valid & np.isnan(values))
         sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
         values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))
         values[~valid] = 0.0
         payloads.append(values)
-    write_table(tmp, served_rows, scores[:, :n], payloads[0], payloads[1])
-    write_reserve(tmp, rows[:, n:], scores[:, n:], floor)
+    write_table(tmp, rows, scores, payloads[0], payloads[1], floor)
     if partition is not None:
         partition.save(tmp)
     crash_point("table-written")

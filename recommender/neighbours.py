@@ -14,6 +14,7 @@ recomputation (with exact search; with an approximate index, as good as its reca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -40,13 +41,15 @@ ROWS_FILE = "neighbours.npy"
 SCORES_FILE = "neighbour_scores.npy"
 LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
-RESERVE_ROWS_FILE = "neighbour_reserve.npy"
-RESERVE_SCORES_FILE = "neighbour_reserve_scores.npy"
+OLD_RESERVE_FILE = "neighbour_reserve.npy"  # format 6 kept the reserve in files of its own
 FLOOR_FILE = "neighbour_floor.npy"
 DEFAULT_N = 50
 # Entries kept per list beyond the n served: a list that loses up to this many to changed
 # or withdrawn articles is completed from what it holds, without a search.
 RESERVE = 16
+# An entry of a carried list whose article was removed (set by the caller's renumbering):
+# the list lost it, as it loses an entry whose article changed.
+GONE = -2
 TIE = 1e-6  # scores this close are treated as an exact tie (fp32 sums differ in the last bits)
 # Exact search up to this many query x candidate pairs (a full table of ~140k articles),
 # approximate beyond: exact grows with n², an approximate index with about n log n.
@@ -334,16 +337,18 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
 
     Each list holds, best first, every candidate scoring at least its `floor` (up to `width`
     of them; floor -inf: the list holds every candidate). old_*: the previous lists renumbered
-    to the new rows (-1 where the article is gone). changed: rows whose vector is new or that
-    became candidates; reembedded (default: changed): rows whose vector is new, whose own
-    lists are searched again. An entry pointing at a changed row or at a row no longer a
-    candidate is dropped; every other list then merges in the changed candidates' exact
-    scores at or above its floor, and stays exact while it holds at least n entries: only
-    lists that lost more than their reserve are searched again. payloads: float32 arrays
-    shaped like old_rows (per-entry values such as lexical scores), carried with their
-    entries; NaN where an entry's score is new (the caller computes those).
-    in_place: old_rows, old_scores and the payloads (int32 and float32, `width` wide) may be
-    overwritten.
+    to the new rows (GONE where the article was removed, -1 for no entry). changed: rows
+    whose vector is new or that became candidates; reembedded (default: changed): rows whose
+    vector is new, whose own lists are searched again. An entry pointing at a changed row or
+    at a row no longer a candidate is dropped; every other list then merges in the changed
+    candidates' exact scores at or above its floor, and stays exact while it holds at least
+    n entries: only lists that lost more than their reserve are searched again. payloads:
+    float32 arrays
+    shaped like old_rows or narrower (per-entry values such as lexical scores, of the first
+    columns only: an entry beyond them has none), carried with their entries; NaN where an
+    entry's value is new or unknown (the caller computes those).
+    in_place: old_rows, old_scores (int32 and float32, `width` wide) and the payloads may be
+    overwritten (memory maps of the new version's files, say).
     partition: the IVF lists of an approximate table (rows of the new version): the changed
     articles are searched in their nearest lists, as the build searched, not against every
     row.
@@ -360,20 +365,20 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
         rows = np.full((len(vectors), width), -1, dtype=np.int32)
         scores = np.full((len(vectors), width), -np.inf, dtype=np.float32)
         rows[:, :use], scores[:, :use] = old_rows[:, :use], old_scores[:, :use]
-        carried = [np.full((len(vectors), width), np.nan, dtype=np.float32)
-                   for _ in payloads]
+        carried = [np.full((len(vectors), min(width, p.shape[1])), np.nan, dtype=np.float32)
+                   for p in payloads]
         for target, payload in zip(carried, payloads, strict=True):
-            target[:, :use] = payload[:, :use]
+            target[:, :min(use, target.shape[1])] = payload[:, :min(use, target.shape[1])]
     floor = np.asarray(old_floor, dtype=np.float32).copy()
-    stored = rows >= 0
-    target = np.where(stored, rows, 0)
-    is_changed = np.zeros(len(vectors), dtype=bool)
-    is_changed[changed] = True
-    stale = ~stored | is_changed[target] | ~candidates[target]
-    altered = (stale & stored).any(axis=1)  # lists that lost an entry or gained one
+    # an entry stays if it points at an unchanged candidate; an empty one (-1) and a GONE
+    # one (-2) read the False values past the end
+    stays = np.concatenate([candidates, [False, False]])
+    stays[changed] = False
+    stale = ~stays[rows]
+    altered = (stale & (rows != -1)).any(axis=1)  # lists that lost an entry or gained one
     rows[stale], scores[stale] = -1, -np.inf
     for payload in carried:
-        payload[stale] = np.nan
+        payload[stale[:, :payload.shape[1]]] = np.nan
     new_candidates = changed[candidates[changed]]
     is_again = np.zeros(len(vectors), dtype=bool)
     is_again[again] = True
@@ -421,13 +426,15 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
         rows[block] = np.take_along_axis(merged_rows, order, axis=1)
         scores[block] = values
         for payload in carried:
+            unknown = np.full((len(block), width - payload.shape[1] + wide), np.nan,
+                              dtype=np.float32)
             payload[block] = np.take_along_axis(
-                np.concatenate([payload[block], np.full(extra.shape, np.nan, np.float32)],
-                               axis=1), order, axis=1)
+                np.concatenate([payload[block], unknown], axis=1),
+                order[:, :payload.shape[1]], axis=1)
     gone = ~np.isfinite(scores)
     rows[gone] = -1
     for payload in carried:
-        payload[gone] = np.nan
+        payload[gone[:, :payload.shape[1]]] = np.nan
     # A list with a floor (more candidates exist than it holds) and at most n entries no
     # longer knows its n-th and next neighbours: searched again, like the changed rows' own
     # lists. (Near-ties need no search: `best_first` orders them by row whichever arithmetic
@@ -568,30 +575,38 @@ def lexical_table(matrix: Any, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray,
-                lexical: np.ndarray, names: np.ndarray) -> None:
-    np.save(directory / ROWS_FILE, rows.astype(np.int32))
-    np.save(directory / SCORES_FILE, scores.astype(np.float32))
-    np.save(directory / LEXICAL_FILE, lexical.astype(np.float32))
-    np.save(directory / NAMES_FILE, names.astype(np.float32))
-
-
-def write_reserve(directory: Path, rows: np.ndarray, scores: np.ndarray,
-                  floor: np.ndarray) -> None:
-    """The columns kept beyond the n served (readers never open them) and each list's
-    floor: what lets the next update complete a list without searching again."""
-    np.save(directory / RESERVE_ROWS_FILE, rows.astype(np.int32))
-    np.save(directory / RESERVE_SCORES_FILE, scores.astype(np.float32))
-    np.save(directory / FLOOR_FILE, floor.astype(np.float32))
+def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray, lexical: np.ndarray,
+                names: np.ndarray, floor: np.ndarray) -> None:
+    """The table files of a version. rows, scores: every list in full, its n served entries
+    then its reserve (the entries kept beyond them: what lets the next update complete a
+    list without searching again; readers never look at them); lexical, names: the n served
+    entries' TF-IDF cosines; floor: each list's floor. An array that is already the memory
+    map of its file (an update carries the lists into the new files and works on them in
+    place) is flushed, not written again."""
+    for name, array, dtype in ((ROWS_FILE, rows, np.int32), (SCORES_FILE, scores, np.float32),
+                               (LEXICAL_FILE, lexical, np.float32),
+                               (NAMES_FILE, names, np.float32), (FLOOR_FILE, floor, np.float32)):
+        path = directory / name
+        if isinstance(array, np.memmap) and array.filename is not None \
+                and path.exists() and os.path.samefile(array.filename, path):
+            if array.dtype != dtype:
+                raise TypeError(f"{path} holds {array.dtype}, not {np.dtype(dtype)}")
+            array.flush()
+        else:
+            np.save(path, np.asarray(array, dtype=dtype))
 
 
 def read_reserve(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(reserve rows, reserve scores, floors), or None for a version written without them."""
-    if not (directory / FLOOR_FILE).is_file():
+    """(reserve rows, reserve scores, floors), memory-mapped, or None for a version written
+    without them (before format 5) or with them in files of their own (format 6: an update
+    of one computes its table anew)."""
+    if not (directory / FLOOR_FILE).is_file() or (directory / OLD_RESERVE_FILE).is_file():
         return None
-    rows, scores, floor = (np.load(directory / name, allow_pickle=False) for name in
-                           (RESERVE_ROWS_FILE, RESERVE_SCORES_FILE, FLOOR_FILE))
-    return rows, scores, floor
+    rows, scores, lexical = (np.load(directory / name, mmap_mode="r", allow_pickle=False)
+                             for name in (ROWS_FILE, SCORES_FILE, LEXICAL_FILE))
+    n = lexical.shape[1]
+    floor = np.load(directory / FLOOR_FILE, allow_pickle=False)
+    return rows[:, n:], scores[:, n:], floor
 
 
 # (candidate rows, cosines, word TF-IDF cosines, names TF-IDF cosines)
@@ -599,10 +614,12 @@ Table = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def read_table(directory: Path) -> Table | None:
-    """Memory-mapped table, or None for an index built without one."""
+    """The served table memory-mapped (each list's first n entries, n = the width of the
+    TF-IDF files), or None for an index built without one."""
     if not (directory / ROWS_FILE).is_file():
         return None
     rows, scores, lexical, names = (
         np.load(directory / name, mmap_mode="r", allow_pickle=False)
         for name in (ROWS_FILE, SCORES_FILE, LEXICAL_FILE, NAMES_FILE))
-    return rows, scores, lexical, names
+    n = lexical.shape[1]
+    return rows[:, :n], scores[:, :n], lexical, names

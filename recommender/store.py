@@ -56,9 +56,12 @@ from .text import normalised_title
 from .vector_index import ExactIndex
 
 # 2: columns, lexical scores; 3: precomputed candidate table; 4: names; 5: hashed TF-IDF with
-# its weights, and the table's reserve (files readers never open)
-FORMAT_VERSION = 6
-READABLE_FORMATS = (4, 5, 6)  # a reader serves 4 as it did; an update of one rebuilds in full
+# its weights, and the table's reserve (files readers never open); 6: the vectors' headroom
+# and patch; 7: the reserve in the table's own files, after each list's served entries
+FORMAT_VERSION = 7
+# A reader serves 4 to 6 as it did; an update of one writes a whole version (4) or computes
+# its table anew (5, 6), and the next ones are incremental.
+READABLE_FORMATS = (4, 5, 6, 7)
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 VECTORS_FILE = "vectors.npy"  # the base: float32 rows, and headroom for rows added later
 PATCH_FILE, PATCH_ROWS_FILE = "vectors_patch.npy", "vectors_patch_rows.npy"
@@ -490,45 +493,59 @@ def update_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
 def _rewrite_vectors(target: Path, source: Path, carried: np.ndarray, count: int,
                      old_rows: np.ndarray, old_values: np.ndarray, fresh_rows: np.ndarray,
                      fresh: np.ndarray | None) -> None:
-    previous = np.load(source / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-    source_offset, dim = previous.offset, previous.shape[1]
-    if previous.dtype != np.float32 or not previous.flags.c_contiguous:
-        raise IndexCorrupt(f"{source / VECTORS_FILE} does not hold float32 rows")
-    del previous
-    row_bytes = dim * 4
-    path = target / VECTORS_FILE
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                    shape=(count + headroom(count), dim))
-    target_offset = out.offset
+    out = carry_rows(source / VECTORS_FILE, target / VECTORS_FILE, carried, np.float32,
+                     spare=headroom(count))
+    new_rows = np.flatnonzero(carried >= 0)
+    mapping = np.full(max(int(carried.max(initial=-1)), int(old_rows.max(initial=-1))) + 1, -1,
+                      dtype=np.int64)
+    mapping[carried[new_rows]] = new_rows
+    patched = mapping[old_rows] if len(old_rows) else old_rows
+    if len(old_rows):  # the previous version's patched rows, where they were carried
+        out[patched[patched >= 0]] = old_values[patched >= 0]
+    if fresh is not None and len(fresh_rows):
+        out[fresh_rows] = fresh
+    out.flush()
     del out
+
+
+def carry_rows(source: Path, target: Path, carried: np.ndarray, dtype: Any, spare: int = 0
+               ) -> np.memmap:
+    """A new .npy file `target` whose row i is row carried[i] of the .npy file `source`
+    (carried[i] -1: a row of zeros), followed by `spare` rows of zeros (a hole in the file):
+    the kernel copies runs of consecutive rows (copy_file_range), nothing passes through this
+    process. Returns the new file memory-mapped for writing, every row of it."""
+    try:
+        previous = np.load(source, mmap_mode="r", allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise IndexCorrupt(f"cannot read {source}: {exc}") from exc
+    if previous.dtype != np.dtype(dtype) or not previous.flags.c_contiguous \
+            or previous.ndim != 2:
+        raise IndexCorrupt(f"{source} does not hold rows of {np.dtype(dtype)}")
+    source_offset, width = previous.offset, previous.shape[1]
+    del previous
+    row_bytes = width * np.dtype(dtype).itemsize
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=dtype,
+                                    shape=(len(carried) + spare, width))
     new_rows = np.flatnonzero(carried >= 0)
     from_rows = carried[new_rows]
     # runs where both the old and the new row numbers go up by one
     breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(new_rows) != 1)) + 1
-    with open(source / VECTORS_FILE, "rb") as src, open(path, "r+b") as dst:
-        for run in np.split(np.arange(len(new_rows)), breaks):
-            if not len(run):
+    starts = np.concatenate([[0], breaks]).astype(np.int64)
+    lengths = np.diff(np.concatenate([starts, [len(new_rows)]]))
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        for start, rows in zip(starts.tolist(), lengths.tolist(), strict=True):
+            if not rows:
                 continue
-            length = len(run) * row_bytes
-            read_at = source_offset + int(from_rows[run[0]]) * row_bytes
-            write_at = target_offset + int(new_rows[run[0]]) * row_bytes
+            length = rows * row_bytes
+            read_at = source_offset + int(from_rows[start]) * row_bytes
+            write_at = out.offset + int(new_rows[start]) * row_bytes
             while length:
                 done = os.copy_file_range(src.fileno(), dst.fileno(), length, read_at,
                                           write_at)
                 if done <= 0:
-                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(path))
+                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(target))
                 length, read_at, write_at = length - done, read_at + done, write_at + done
-    mapping = np.full(max(int(carried.max(initial=-1)), int(old_rows.max(initial=-1))) + 1, -1,
-                      dtype=np.int64)
-    mapping[from_rows] = new_rows
-    patched = mapping[old_rows] if len(old_rows) else old_rows
-    if len(old_rows) or (fresh is not None and len(fresh_rows)):
-        out = np.lib.format.open_memmap(path, mode="r+")
-        if len(old_rows):  # the previous version's patched rows, where they were carried
-            out[patched[patched >= 0]] = old_values[patched >= 0]
-        if fresh is not None and len(fresh_rows):
-            out[fresh_rows] = fresh
-        del out
+    return out
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

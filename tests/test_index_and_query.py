@@ -27,7 +27,7 @@ def test_index_directory_holds_manifest_vectors_once_and_sqlite(tiny_index: Path
     manifest = json.loads((live / "manifest.json").read_text())
     assert manifest["model"] == "hashing:64" and manifest["dimension"] == 64
     assert manifest["count"] == 12 and manifest["metric"] == "inner_product"
-    assert manifest["format_version"] == 6 and manifest["index_type"] == "flat"
+    assert manifest["format_version"] == 7 and manifest["index_type"] == "flat"
     assert manifest["built_at"].endswith("Z")
     # 12 rows, then free rows of zeros for the articles later updates add
     stored = np.load(live / "vectors.npy")

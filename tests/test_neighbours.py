@@ -215,6 +215,33 @@ def test_lists_with_a_reserve_stay_exact_over_updates_and_search_only_what_lost_
         assert carried.sum() > 0.8 * (rows >= 0).sum()  # most entries were carried
 
 
+def test_lists_that_lose_a_removed_article_take_their_next_entry_in() -> None:
+    import recommender.neighbours as neighbours
+
+    n, width = 10, 14
+    vectors = random_unit(300, 16, 11)
+    candidates = np.ones(300, dtype=bool)
+    rows, scores, _ = compute_table(vectors, candidates, n=width)
+    floor = neighbours.list_floor(scores, rows)
+    removed = np.array([17, 140])
+    mapping = np.full(300, -1, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(300), removed)
+    mapping[kept] = np.arange(len(kept))
+    # the previous lists renumbered, as an update carries them: a removed article's entries
+    # are GONE, and the lists that held one are not otherwise touched by the update
+    old = rows[kept]
+    old = np.where(old >= 0, mapping[np.clip(old, 0, None)], -1)
+    old[(old < 0) & (rows[kept] >= 0)] = neighbours.GONE
+    assert (old == neighbours.GONE).any(axis=1).sum() > 5
+    new_rows, new_scores, _, _ = neighbours.update_lists(
+        vectors[kept], candidates[kept], old.astype(np.int32), scores[kept].copy(),
+        floor[kept], np.zeros(0, dtype=np.int64), n=n, width=width,
+        reembedded=np.zeros(0, dtype=np.int64))
+    full_rows, full_scores, _ = compute_table(vectors[kept], candidates[kept], n=n)
+    assert np.array_equal(new_rows[:, :n], full_rows)
+    assert np.allclose(new_scores[:, :n], full_scores, atol=1e-5)
+
+
 def test_a_metadata_only_update_searches_no_list() -> None:
     import recommender.neighbours as neighbours
 
@@ -250,14 +277,16 @@ def test_updates_by_rows_give_the_version_a_full_build_gives(
         [dict(tiny_records[6], body="Markets rallied after the bank paused."), *extra[30:35]],
         [dict(tiny_records[1], status="draft", tags=["new tag"], section="Elsewhere")],
         [dict(extra[3], title="Portmere harbour bridge cables"), *extra[35:]],
+        [],  # a removal alone: the lists that held it take their next entry in
     ]
+    removals = {1: ["x7"], 3: ["x12"]}
     for step, update in enumerate(updates):
         report = build_index(a, update, embedder=HashingEmbedder(64), incremental=True,
-                             delete=["x7"] if step == 1 else ())
+                             delete=removals.get(step, ()))
         assert report.neighbours_mode == "incremental"
         merged.update({r["id"]: r for r in update})
-        if step == 1:
-            merged.pop("x7")
+        for gone in removals.get(step, ()):
+            merged.pop(gone)
     full = tmp_path / "full"
     build_index(full, list(merged.values()), embedder=HashingEmbedder(64))
     got = IndexVersion(IndexDirectory(a).current_path())
