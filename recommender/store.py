@@ -665,11 +665,13 @@ def update_columns(old: Columns, carried: np.ndarray, fresh: Sequence[Article],
     original = np.full(count, -1, dtype=np.int64)
     pointed = old.original[source]
     original[keep] = np.where(pointed >= 0, old_to_new[np.clip(pointed, 0, None)], -1)
-    position = {aid: i for i, aid in enumerate(ids)}
-    for row, article in zip(fresh_rows.tolist(), fresh, strict=True):
-        original[row] = position.get(str(article.metadata.get("translation_of")), -1)
-    for row, target in (translations or {}).items():
-        original[row] = position.get(target, original[row])
+    original[fresh_rows] = -1  # a fresh row's original is the one its metadata names
+    linked = [(row, str(a.metadata["translation_of"])) for row, a in
+              zip(fresh_rows.tolist(), fresh, strict=True) if "translation_of" in a.metadata]
+    if linked or translations:  # (most updates have none: no id lookup over every row)
+        position = dict(zip(ids, range(count), strict=True))
+        for row, target in [*linked, *(translations or {}).items()]:
+            original[row] = position.get(target, original[row])
     data["original"] = original
     # tags: each row's run of codes, carried or fresh, in row order
     lengths = np.zeros(count, dtype=np.int64)
@@ -766,7 +768,7 @@ class IndexVersion:
         if len(self.ids) != self.manifest.count:
             raise IndexCorrupt(f"{db} holds {len(self.ids)} articles, manifest says "
                                f"{self.manifest.count}")
-        self.position: dict[str, int] = {aid: i for i, aid in enumerate(self.ids)}
+        self.position: dict[str, int] = dict(zip(self.ids, range(len(self.ids)), strict=True))
         self.columns = read_columns(path)
         if len(self.columns.published) != self.manifest.count:
             raise IndexCorrupt(f"the columns of {path} do not match its manifest")
