@@ -20,7 +20,15 @@ from .articles import Article, LoadReport, Problem, read_articles
 from .embedding import Embedder, ProgressCallback, load_embedder
 from .engines import BuildEngine, LocalEngine
 from .errors import IndexCorrupt, IndexNotFound, InvalidInput, ModelMismatch, RemovalRefused
-from .lexical import LexicalModel, pair_scores, splice_rows, write_lexical
+from .lexical import (
+    NAMES,
+    WORDS,
+    LexicalModel,
+    has_lexical_files,
+    pair_scores,
+    splice_lexical,
+    write_lexical,
+)
 from .neighbours import (
     DEFAULT_N,
     GONE,
@@ -425,14 +433,15 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
                      report: BuildReport, lap: Callable[[str], None],
                      progress: ProgressCallback | None, n: int, pages: bool | None) -> bool:
     """An update written as the previous version plus what changed: only the incoming
-    articles are read, hashed, weighed and written; the vectors are copied (or shared by a
-    hard link when none changed), SQLite is updated by rows, the columns and TF-IDF rows are
-    spliced, and only the table entries whose scores are new get lexical scores. False (and
-    nothing done) where it does not apply: a version from before format 5, or an update that
-    brings the words' IDF due for a refit (then the whole version is written)."""
+    articles are read, hashed, weighed and written; the vectors are shared (a base file and
+    a patch) or copied by the kernel, SQLite is updated by rows, the columns are spliced,
+    the TF-IDF rows and the table's lists are copied into the new files by the kernel and
+    changed there, and only the table entries whose scores are new get lexical scores. False
+    (and nothing done) where it does not apply: a version from before format 7, or an
+    update that brings the words' IDF due for a refit (then the whole version is written)."""
     model = LexicalModel.load(previous.path)
-    reserve = read_reserve(previous.path)
-    if model is None or reserve is None:
+    if model is None or read_reserve(previous.path) is None \
+            or not has_lexical_files(previous.path):
         return False
     incoming = {a.id: a for a in loaded.articles if a.id not in delete}
     removed_ids = sorted({d for d in delete if d in previous.position},
@@ -509,9 +518,9 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     lexical_rows = carried.copy()
     lexical_rows[fresh_rows] = -1
     fresh_words, fresh_names = model.transform(changed_articles)
-    lexical = splice_rows(previous.lexical(), lexical_rows, fresh_words, fresh_rows, count)
-    names = splice_rows(previous.names(), lexical_rows, fresh_names, fresh_rows, count)
-    write_lexical(tmp, lexical, names)
+    lexical, names = (splice_lexical(tmp, previous.path, name, lexical_rows, fresh, fresh_rows,
+                                     count)
+                      for name, fresh in ((WORDS, fresh_words), (NAMES, fresh_names)))
     model.save(tmp)
     crash_point("columns-written")
     lap("TF-IDF fits")

@@ -5,12 +5,15 @@ Terms are hashed (scikit-learn's HashingVectorizer, 2**20 buckets), so no vocabu
 and an article never seen by the fit still gets its words: a build fits the IDF weights
 (`LexicalModel.fit`), and an update weighs its new and changed articles with the weights of
 the last fit (`LexicalModel.transform`), leaving every other article's row, and its table
-scores, as they were. The stored artefacts are the L2-normalised sparse rows (`lexical.npz`,
-`names.npz`) and the weights (`lexical_idf.npz`), all numpy/scipy formats, no pickle.
+scores, as they were. The stored artefacts are the L2-normalised sparse rows of words and of
+names (CSR arrays in .npy files, `lexical_*.npy` and `names_*.npy`: memory-mapped by readers,
+spliced by the kernel on update) and the weights (`lexical_idf.npz`), all numpy formats, no
+pickle.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +25,11 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
 from .articles import Article
+from .files import copy_range
 from .text import lexical_text_for, name_tokens, names_text_for
 
-FILE = "lexical.npz"
-NAMES_FILE = "names.npz"
+WORDS, NAMES = "lexical", "names"  # {name}_data.npy, _indices.npy, _indptr.npy: CSR arrays
+OLD_FILES = {WORDS: "lexical.npz", NAMES: "names.npz"}  # how format 6 and before kept them
 IDF_FILE = "lexical_idf.npz"
 FEATURES = 2**20  # hash buckets: collisions are rare at a news site's vocabulary
 MAX_DF = 0.5      # terms in more than half of all articles carry no signal (weight 0)
@@ -122,42 +126,95 @@ def _unseen(n: int) -> np.float32:
     return np.float32(np.log(1 + n) + 1)
 
 
+def _files(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    return (directory / f"{name}_data.npy", directory / f"{name}_indices.npy",
+            directory / f"{name}_indptr.npy")
+
+
+def has_lexical_files(directory: Path) -> bool:
+    """Whether a version holds its TF-IDF rows as .npy files (format 7; before, .npz)."""
+    return all(path.is_file() for name in (WORDS, NAMES) for path in _files(directory, name))
+
+
 def write_lexical(directory: Path, matrix: sp.csr_matrix, names: sp.csr_matrix) -> None:
-    sp.save_npz(directory / FILE, matrix, compressed=False)
-    sp.save_npz(directory / NAMES_FILE, names, compressed=False)
+    """The TF-IDF rows of words and of names, each as its CSR arrays in .npy files (which
+    readers memory-map and an update splices in the kernel)."""
+    for name, rows in ((WORDS, matrix), (NAMES, names)):
+        rows = sp.csr_matrix(rows, dtype=np.float32)
+        data, indices, indptr = _files(directory, name)
+        np.save(data, rows.data.astype(np.float32, copy=False))
+        np.save(indices, rows.indices.astype(np.int32, copy=False))
+        np.save(indptr, rows.indptr.astype(np.int64, copy=False))
 
 
-def splice_rows(old: sp.csr_matrix, old_rows: np.ndarray, fresh: sp.csr_matrix,
-                fresh_rows: np.ndarray, count: int) -> sp.csr_matrix:
-    """A matrix of `count` rows: row old_rows[i] of `old` for each carried row i (-1: not
-    carried), and fresh's rows at fresh_rows (every other row). Written in one pass: the
-    carried rows are copied in runs of consecutive rows, the fresh ones one by one."""
-    old, fresh = sp.csr_matrix(old, dtype=np.float32), sp.csr_matrix(fresh, dtype=np.float32)
+def read_lexical(directory: Path, name: str) -> sp.csr_matrix:
+    """The TF-IDF rows `name` (WORDS or NAMES) of a version, memory-mapped. Raises what
+    numpy raises for a missing or damaged file, ValueError for arrays that do not fit."""
+    data_file, indices_file, indptr_file = _files(directory, name)
+    data = np.load(data_file, mmap_mode="r", allow_pickle=False)
+    indices = np.load(indices_file, mmap_mode="r", allow_pickle=False)
+    indptr = np.load(indptr_file, allow_pickle=False)
+    if data.shape != indices.shape or indptr.ndim != 1 or not len(indptr) \
+            or indptr[-1] != len(data):
+        raise ValueError(f"the TF-IDF arrays of {name} in {directory} do not fit together")
+    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, FEATURES),
+                         copy=False)
+
+
+def splice_lexical(target: Path, source: Path, name: str, old_rows: np.ndarray,
+                   fresh: sp.csr_matrix, fresh_rows: np.ndarray, count: int
+                   ) -> sp.csr_matrix:
+    """The TF-IDF rows `name` of a new version (directory `target`): row old_rows[i] of the
+    previous version's (`source`) for each carried row i (-1: not carried), fresh's rows at
+    fresh_rows (every other row). The kernel copies the carried rows in runs of consecutive
+    rows (copy_file_range), the fresh ones are written at their place: nothing of the
+    previous rows passes through this process. Returns the new rows, memory-mapped."""
+    fresh = sp.csr_matrix(fresh, dtype=np.float32)
     old_rows = np.asarray(old_rows, dtype=np.int64)
     fresh_rows = np.asarray(fresh_rows, dtype=np.int64)
+    old_indptr = np.load(_files(source, name)[2], allow_pickle=False)
     carried = np.flatnonzero(old_rows >= 0)
     from_rows = old_rows[carried]
     lengths = np.zeros(count, dtype=np.int64)
-    lengths[carried] = np.diff(old.indptr)[from_rows]
+    lengths[carried] = np.diff(old_indptr)[from_rows]
     lengths[fresh_rows] = np.diff(fresh.indptr)
     indptr = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
-    data = np.empty(int(indptr[-1]), dtype=np.float32)
-    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    # runs where both the old and the new row numbers go up by one
     breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(carried) != 1)) + 1
-    for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(carried)], strict=True):
-        if first == last:
-            continue
-        start, stop = old.indptr[from_rows[first]], old.indptr[from_rows[last - 1] + 1]
-        at = indptr[carried[first]]
-        data[at:at + stop - start] = old.data[start:stop]
-        indices[at:at + stop - start] = old.indices[start:stop]
-    for row, target in enumerate(fresh_rows.tolist()):
-        start, stop = fresh.indptr[row], fresh.indptr[row + 1]
-        at = indptr[target]
-        data[at:at + stop - start] = fresh.data[start:stop]
-        indices[at:at + stop - start] = fresh.indices[start:stop]
-    return sp.csr_matrix((data, indices, indptr), shape=(count, old.shape[1]))
+    firsts = np.r_[0, breaks].astype(np.int64)
+    lasts = np.r_[breaks, len(carried)].astype(np.int64) - 1
+    keep = firsts <= lasts
+    firsts, lasts = firsts[keep], lasts[keep]
+    read_starts = old_indptr[from_rows[firsts]]
+    run_lengths = old_indptr[from_rows[lasts] + 1] - read_starts
+    write_starts = indptr[carried[firsts]]
+    for old_file, new_file, fresh_values, dtype in zip(
+            _files(source, name)[:2], _files(target, name)[:2],
+            (fresh.data, fresh.indices), (np.float32, np.int32), strict=True):
+        previous = np.load(old_file, mmap_mode="r", allow_pickle=False)
+        if previous.dtype != dtype or previous.ndim != 1:
+            raise ValueError(f"{old_file} does not hold {np.dtype(dtype)} values")
+        read_offset = previous.offset
+        del previous
+        out = np.lib.format.open_memmap(new_file, mode="w+", dtype=dtype,
+                                        shape=(int(indptr[-1]),))
+        write_offset, size = out.offset, np.dtype(dtype).itemsize
+        del out
+        values = np.ascontiguousarray(fresh_values, dtype=dtype)
+        with open(old_file, "rb") as src, open(new_file, "r+b") as dst:
+            for start, length, at in zip(read_starts.tolist(), run_lengths.tolist(),
+                                         write_starts.tolist(), strict=True):
+                copy_range(src.fileno(), dst.fileno(), length * size,
+                           read_offset + start * size, write_offset + at * size, new_file)
+            for row, at in enumerate(indptr[fresh_rows].tolist()):
+                start, stop = int(fresh.indptr[row]), int(fresh.indptr[row + 1])
+                if stop > start:
+                    os.pwrite(dst.fileno(), values[start:stop].tobytes(),
+                              write_offset + at * size)
+    np.save(_files(target, name)[2], indptr)
+    return read_lexical(target, name)
+
 
 
 def pair_scores(matrix: sp.csr_matrix, first: np.ndarray, second: np.ndarray,

@@ -11,8 +11,8 @@
                                  stored once, shared by the versions an update writes
             vectors_patch*.npy   the rows that differ from vectors.npy (`read_vectors`)
             columns.npz/.json    per-article metadata as arrays, for filtering candidates
-            lexical.npz          TF-IDF rows (scipy sparse, hashed terms) for the lexical score
-            names.npz            TF-IDF rows over the names each article mentions
+            lexical_*.npy        TF-IDF rows (CSR arrays, hashed terms) for the lexical score
+            names_*.npy          TF-IDF rows over the names each article mentions
             lexical_idf.npz      the IDF weights both were weighed with (fitted by `build`)
             neighbour*.npy       the candidate table (`neighbours`), and its reserve and
                                  floors, which only the next update reads
@@ -51,6 +51,8 @@ import numpy as np
 
 from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
+from .files import copy_range
+from .lexical import NAMES, OLD_FILES, WORDS, has_lexical_files, read_lexical
 from .neighbours import Table, read_table
 from .text import normalised_title
 from .vector_index import ExactIndex
@@ -539,12 +541,7 @@ def carry_rows(source: Path, target: Path, carried: np.ndarray, dtype: Any, spar
             length = rows * row_bytes
             read_at = source_offset + int(from_rows[start]) * row_bytes
             write_at = out.offset + int(new_rows[start]) * row_bytes
-            while length:
-                done = os.copy_file_range(src.fileno(), dst.fileno(), length, read_at,
-                                          write_at)
-                if done <= 0:
-                    raise OSError(errno.EIO, "copy_file_range copied nothing", str(target))
-                length, read_at, write_at = length - done, read_at + done, write_at + done
+            copy_range(src.fileno(), dst.fileno(), length, read_at, write_at, target)
     return out
 
 
@@ -772,15 +769,24 @@ class IndexVersion:
         self.columns = read_columns(path)
         if len(self.columns.published) != self.manifest.count:
             raise IndexCorrupt(f"the columns of {path} do not match its manifest")
-        # Held open so that a lazy load still works after a newer build pruned this version.
+        # The TF-IDF rows, memory-mapped now (a mapping outlives the pruning of this
+        # version); a version from before format 7 keeps them in .npz files, held open so that
+        # their lazy load still works after pruning.
+        self._sparse: dict[str, Any] = {}
+        self._sparse_files: dict[str, Any] = {}
         try:
-            self._sparse_files = {name: open(path / f"{name}.npz", "rb")  # noqa: SIM115
-                                  for name in ("lexical", "names")}
-        except OSError as exc:
-            raise IndexCorrupt(f"cannot read {exc.filename}: {exc.strerror}") from exc
+            if has_lexical_files(path):
+                self._sparse = {name: read_lexical(path, name) for name in (WORDS, NAMES)}
+            else:
+                self._sparse_files = {name: open(path / OLD_FILES[name], "rb")  # noqa: SIM115
+                                      for name in (WORDS, NAMES)}
+        except READ_ERRORS as exc:
+            raise IndexCorrupt(f"cannot read the TF-IDF rows of {path}: {exc}") from exc
+        for matrix in self._sparse.values():
+            if matrix.shape[0] != self.manifest.count:
+                raise IndexCorrupt(f"the TF-IDF rows of {path} do not match its manifest")
         # Live search runs over the memory-mapped vectors themselves: no second copy.
         self._search_index = ExactIndex(self.vectors, method="faiss")
-        self._sparse: dict[str, Any] = {}
         try:  # memory-mapped now: the mapping outlives the pruning of this version
             table = read_table(path)
             # Plain arrays over the same memory maps: slicing a np.memmap costs a subclass
@@ -806,12 +812,13 @@ class IndexVersion:
         return self._table
 
     def lexical(self) -> Any:
-        """The word TF-IDF matrix (scipy CSR), loaded on first use."""
-        return self._load_sparse("lexical")
+        """The word TF-IDF matrix (scipy CSR), memory-mapped (format 7) or loaded on first
+        use."""
+        return self._load_sparse(WORDS)
 
     def names(self) -> Any:
-        """The names TF-IDF matrix (scipy CSR), loaded on first use."""
-        return self._load_sparse("names")
+        """The names TF-IDF matrix (scipy CSR), as `lexical`."""
+        return self._load_sparse(NAMES)
 
     def _load_sparse(self, name: str) -> Any:
         with self._load_lock:
@@ -823,7 +830,7 @@ class IndexVersion:
                 try:
                     self._sparse[name] = sp.csr_matrix(sp.load_npz(handle))
                 except READ_ERRORS as exc:
-                    raise IndexCorrupt(f"cannot read {self.path / (name + '.npz')}: {exc}"
+                    raise IndexCorrupt(f"cannot read {self.path / OLD_FILES[name]}: {exc}"
                                        ) from exc
             return self._sparse[name]
 

@@ -433,16 +433,18 @@ def test_a_damaged_vector_patch_is_a_clear_error(tiny_index: Path,
         IndexVersion(live)
 
 
-def test_spliced_tfidf_rows_are_the_carried_and_fresh_rows() -> None:
+def test_spliced_tfidf_rows_are_the_carried_and_fresh_rows(tmp_path: Path) -> None:
     import scipy.sparse as sp
 
-    from recommender.lexical import splice_rows
+    from recommender.lexical import FEATURES, read_lexical, splice_lexical, write_lexical
 
     rng = np.random.default_rng(3)
     dense = sp.random(40, 30, density=0.2, dtype=np.float32, random_state=1).toarray()
     dense[5] = 0  # an empty row among them
-    old = sp.csr_matrix(dense)
-    fresh = sp.random(9, 30, density=0.3, format="csr", dtype=np.float32, random_state=2)
+    old = sp.csr_matrix(sp.hstack([dense, sp.csr_matrix((40, FEATURES - 30))]))
+    fresh = sp.csr_matrix(sp.hstack([
+        sp.random(9, 30, density=0.3, dtype=np.float32, random_state=2),
+        sp.csr_matrix((9, FEATURES - 30))]))
     # rows 3, 17 and 30 removed, the rest shifted down, 9 rows replaced or added
     kept = np.delete(np.arange(40), [3, 17, 30])
     count = len(kept) + 4
@@ -453,9 +455,78 @@ def test_spliced_tfidf_rows_are_the_carried_and_fresh_rows() -> None:
     old_rows = np.full(count, -1)
     old_rows[:len(kept)] = kept
     old_rows[fresh_rows] = -1
-    got = splice_rows(old, old_rows, fresh, fresh_rows, count).toarray()
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir()
+    after.mkdir()
+    write_lexical(before, old, old)
+    assert np.array_equal(read_lexical(before, "names")[:, :30].toarray(), dense)
+    spliced = splice_lexical(after, before, "names", old_rows, fresh, fresh_rows, count)
+    assert spliced.shape == (count, FEATURES) and spliced[:, 30:].nnz == 0
+    got = spliced[:, :30].toarray()
+    assert np.array_equal(read_lexical(after, "names")[:, :30].toarray(), got)  # as read
     want = np.zeros((count, 30), dtype=np.float32)
     carried = old_rows >= 0
-    want[carried] = old.toarray()[old_rows[carried]]
-    want[fresh_rows] = fresh.toarray()
+    want[carried] = dense[old_rows[carried]]
+    want[fresh_rows] = fresh[:, :30].toarray()
     assert np.array_equal(got, want)
+
+
+def _as_format_6(version_dir: Path) -> None:
+    """Rewrite a version's files the way format 6 laid them out: the TF-IDF rows in .npz
+    files, the table's reserve in files of its own."""
+    import json
+
+    import scipy.sparse as sp
+
+    from recommender.lexical import read_lexical
+
+    for name in ("lexical", "names"):
+        sp.save_npz(version_dir / f"{name}.npz", sp.csr_matrix(read_lexical(version_dir, name)),
+                    compressed=False)
+        for part in ("data", "indices", "indptr"):
+            (version_dir / f"{name}_{part}.npy").unlink()
+    n = np.load(version_dir / "neighbour_lexical.npy").shape[1]
+    for name, reserve in (("neighbours.npy", "neighbour_reserve.npy"),
+                          ("neighbour_scores.npy", "neighbour_reserve_scores.npy")):
+        full = np.load(version_dir / name)
+        np.save(version_dir / reserve, full[:, n:])
+        np.save(version_dir / name, full[:, :n])
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    (version_dir / "manifest.json").write_text(json.dumps({**manifest, "format_version": 6}))
+
+
+def test_a_format_6_index_serves_as_before_and_its_update_writes_format_7(
+        tiny_index: Path, tiny_records: list[dict[str, Any]]) -> None:
+    expected = Recommender.open(tiny_index, now=NOW).page("t01")
+    live = IndexDirectory(tiny_index).current_path()
+    _as_format_6(live)
+    old = Recommender.open(tiny_index, now=NOW)
+    assert old.snapshot().manifest.format_version == 6
+    assert old.page("t01") == expected
+    changed = dict(tiny_records[2], body=tiny_records[2]["body"] + " A late correction.")
+    report = build_index(tiny_index, [changed], embedder=HashingEmbedder(64), incremental=True)
+    assert report.changed == 1
+    new = IndexDirectory(tiny_index).current_path()
+    assert (new / "lexical_data.npy").is_file() and not (new / "lexical.npz").is_file()
+    assert not (new / "neighbour_reserve.npy").is_file()
+    # the next update of it is incremental again, and the lists are a full build's
+    again = dict(tiny_records[3], body=tiny_records[3]["body"] + " Updated.")
+    report = build_index(tiny_index, [again], embedder=HashingEmbedder(64), incremental=True)
+    assert report.neighbours_mode == "incremental"
+    records = [changed if r["id"] == changed["id"] else again if r["id"] == again["id"] else r
+               for r in tiny_records]
+    full = tiny_index.parent / "full"
+    build_index(full, records, embedder=HashingEmbedder(64))
+    from recommender.lexical import lexical_scores
+
+    version = IndexVersion(IndexDirectory(tiny_index).current_path())
+    got = version.neighbour_table()
+    want = IndexVersion(IndexDirectory(full).current_path()).neighbour_table()
+    assert got is not None and want is not None
+    assert np.array_equal(got[0], want[0])
+    assert np.allclose(got[1], want[1], atol=1e-5)
+    for row in range(len(version.ids)):  # TF-IDF scores of the version's own rows
+        found = np.asarray(got[0][row])
+        found = found[found >= 0].astype(np.int64)
+        assert np.allclose(np.asarray(got[2][row][:len(found)]),
+                           lexical_scores(version.lexical(), row, found), atol=1e-5)
