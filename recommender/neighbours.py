@@ -43,6 +43,7 @@ LEXICAL_FILE = "neighbour_lexical.npy"
 NAMES_FILE = "neighbour_names.npy"
 OLD_RESERVE_FILE = "neighbour_reserve.npy"  # format 6 kept the reserve in files of its own
 FLOOR_FILE = "neighbour_floor.npy"
+TABLE_FILES = (ROWS_FILE, SCORES_FILE, LEXICAL_FILE, NAMES_FILE)  # the parts of a Table
 DEFAULT_N = 50
 # Entries kept per list beyond the n served: a list that loses up to this many to changed
 # or withdrawn articles is completed from what it holds, without a search.

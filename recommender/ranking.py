@@ -131,6 +131,7 @@ class Prepared:
     development: np.ndarray     # bool: a later development of it
     timestamp: np.ndarray       # float64 epoch seconds of each candidate (NaN: undated)
     later: np.ndarray           # float64 days from the anchor's date (see Ranker.later)
+    vectors: np.ndarray         # float32 (n, dim): the candidates' vectors, read once a page
 
 
 @dataclass
@@ -165,9 +166,6 @@ class Ranker:
         self.version = version
         self.ids = version.ids
         self.position = version.position
-        # A plain array over the same memory map: slicing a np.memmap costs a subclass
-        # round trip on every access of the serving path.
-        self.vectors = np.asarray(version.vectors)
         self.columns = version.columns
         self.config = config
         # Most sites have one language and no translation links: their pages skip that work.
@@ -184,8 +182,8 @@ class Ranker:
         """Pairwise scores of `source` with `rows`, computed now (for rows outside the
         precomputed table)."""
         rows = np.asarray(rows, dtype=np.int64)
-        semantic = np.einsum("ik,k->i", np.asarray(self.vectors[rows], dtype=np.float32),
-                             np.asarray(self.vectors[source], dtype=np.float32))
+        vectors = self.version.vectors_at(np.r_[source, rows])
+        semantic = np.einsum("ik,k->i", vectors[1:], vectors[0])
         return Candidates(rows, semantic.astype(np.float32),
                           lexical_scores(self.version.lexical(), source, rows),
                           lexical_scores(self.version.names(), source, rows))
@@ -246,14 +244,26 @@ class Ranker:
         return relevance.astype(np.float32), parts
 
     def _tag_overlap(self, source: int, rows: np.ndarray) -> np.ndarray:
-        mine = set(self.columns.tags_of(source).tolist())
+        """Jaccard overlap of each row's tags with the source's (0 where either has none).
+        (Each article's tag codes are distinct: `build_columns` stores them as a set.)"""
+        cols = self.columns
+        mine = cols.tags_of(source)
         out = np.zeros(len(rows), dtype=np.float32)
-        if not mine:
+        if not len(mine) or not len(rows):
             return out
-        for i, row in enumerate(rows):
-            theirs = set(self.columns.tags_of(int(row)).tolist())
-            if theirs:
-                out[i] = len(mine & theirs) / len(mine | theirs)
+        starts = cols.tag_indptr[rows]
+        theirs = cols.tag_indptr[rows + 1] - starts
+        total = int(theirs.sum())
+        if not total:
+            return out
+        # every row's codes in one array: row i's run begins at starts[i]
+        ends = np.cumsum(theirs)
+        at = np.arange(total) + np.repeat(starts - (ends - theirs), theirs)
+        found = (cols.tag_codes[at][:, None] == mine[None, :]).any(axis=1)
+        shared = np.bincount(np.repeat(np.arange(len(rows)), theirs), weights=found,
+                             minlength=len(rows))
+        np.divide(shared, len(mine) + theirs - shared, out=out, where=theirs > 0,
+                  casting="unsafe")
         return out
 
     def ranking(self, source: int, c: Candidates) -> tuple[np.ndarray, list[Pick]]:
@@ -402,7 +412,8 @@ class Ranker:
             other_language=self._other_language(anchor, rows),
             story=self.own_story(anchor, rows, relevance, later),
             development=self.development(anchor, rows, relevance, later),
-            timestamp=self.columns.timestamp[rows], later=later)
+            timestamp=self.columns.timestamp[rows], later=later,
+            vectors=self.version.vectors_at(rows))
 
     def score(self, policy: SlotPolicy, p: Prepared, *, now_ts: float, excluded: set[int]
               ) -> Scored:
@@ -517,7 +528,7 @@ class Ranker:
         if limit <= 0 or len(index) == 0:
             return []
         rows = scored.p.c.rows[index]
-        vectors = np.asarray(self.vectors[rows], dtype=np.float32)
+        vectors = scored.p.vectors[index]
         keys = self.keys(rows)
         remaining = np.ones(len(index), dtype=bool)
         if page:  # never a copy of, or (one_per_event) the same event as, a link on the page
@@ -525,8 +536,7 @@ class Ranker:
             # einsum, not `@`: a small product through a multithreaded BLAS costs tens of us
             # on an idle machine but milliseconds when the cores are busy (thread hand-offs),
             # the normal state of a server. einsum runs in this thread, every time as fast.
-            cosine = np.einsum("ik,jk->ij", np.asarray(self.vectors[on_page], dtype=np.float32),
-                               vectors)
+            cosine = np.einsum("ik,jk->ij", self._vectors_of(scored.p, on_page), vectors)
             remaining &= ~self._conflict(policy, self.keys(on_page[:, None]), keys.row(),
                                          cosine).any(0)
         tier = scored.p.other_language[index].astype(np.int8) if policy.languages == "same_first" \
@@ -614,6 +624,19 @@ class Ranker:
             if len(picked) == limit:
                 break
         return picked, (np.concatenate(rows) if rows else np.zeros((0, len(base)), dtype=bool))
+
+    def _vectors_of(self, p: Prepared, rows: np.ndarray) -> np.ndarray:
+        """The vectors of a few rows (the links already on a page): from the candidates'
+        read for the page where they are among them, else from the index."""
+        match = p.c.rows[None, :] == rows[:, None]
+        found = match.any(axis=1)
+        if found.all():
+            out: np.ndarray = p.vectors[match.argmax(axis=1)]
+            return out
+        out = np.empty((len(rows), p.vectors.shape[1]), dtype=np.float32)
+        out[found] = p.vectors[match.argmax(axis=1)[found]]
+        out[~found] = self.version.vectors_at(rows[~found])
+        return out
 
     def _mmr(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
              remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
@@ -758,7 +781,8 @@ class Ranker:
                 continue
             on_page.add(row)
             chosen = [p for p in chosen if p.row != row]
-            semantic = float(np.dot(self.vectors[row], self.vectors[source]))
+            pair = self.version.vectors_at([row, source])
+            semantic = float(np.dot(pair[0], pair[1]))
             reason: dict[str, Any] = {"pinned": True, "semantic": _r(semantic)}
             if pin.until is not None:
                 reason["pinned_until"] = format_datetime(pin.until)

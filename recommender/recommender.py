@@ -334,10 +334,11 @@ class Recommender:
         version, anchor = live.version, live.ranker.anchor(source)
         table = version.neighbour_table() if precomputed else None
         if table is not None and table[0].shape[1] >= at_least:
-            rows = np.asarray(table[0][anchor])
-            keep = (rows >= 0) & (rows != source)
-            return Candidates(*(np.asarray(part[anchor][keep][:n], dtype=dtype) for part, dtype
-                                in zip(table, (np.int64, np.float32, np.float32, np.float32),
+            parts = version.table_row(anchor)
+            assert parts is not None  # (there is a table)
+            keep = (parts[0] >= 0) & (parts[0] != source)
+            return Candidates(*(np.asarray(part[keep][:n], dtype=dtype) for part, dtype
+                                in zip(parts, (np.int64, np.float32, np.float32, np.float32),
                                        strict=True)))
         _, rows = version.search(version.vectors[anchor], n + 2)
         keep = (rows[0] >= 0) & (rows[0] != source) & (rows[0] != anchor)

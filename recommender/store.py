@@ -53,7 +53,7 @@ from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
 from .files import copy_range
 from .lexical import NAMES, OLD_FILES, WORDS, has_lexical_files, read_lexical
-from .neighbours import Table, read_table
+from .neighbours import TABLE_FILES, Table, read_table
 from .text import normalised_title
 from .vector_index import ExactIndex
 
@@ -440,6 +440,13 @@ def read_vectors(directory: Path, count: int, dim: int) -> np.ndarray:
     return vectors
 
 
+def read_patch_rows(directory: Path) -> np.ndarray:
+    """The rows a version's vector patch replaces (sorted; none without a patch)."""
+    if not (directory / PATCH_ROWS_FILE).is_file():
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(np.load(directory / PATCH_ROWS_FILE, allow_pickle=False), dtype=np.int64)
+
+
 def read_patch(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """(rows, vectors) a version lays over its base vectors file; none without a patch."""
     if not (directory / PATCH_ROWS_FILE).is_file():
@@ -743,6 +750,46 @@ def read_columns(directory: Path) -> Columns:
 # --------------------------------------------------------------------------- reading
 
 
+class RowFile:
+    """Rows of a 2-d .npy file read with pread, as a server reads a few random rows a page:
+    nothing of the file is mapped into the process. (A memory map costs resident memory far
+    beyond the rows touched: the kernel maps the whole page-cache folio around each row, up
+    to 2 MB, and a build's files sit in the cache in large folios.) The file stays open, so
+    the rows can still be read after a newer build pruned the version."""
+
+    def __init__(self, path: Path, dtype: Any, count: int, columns: int | None = None) -> None:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+        if header.ndim != 2 or header.dtype != np.dtype(dtype) or header.shape[0] < count \
+                or not header.flags.c_contiguous:
+            raise ValueError(f"{path} holds {header.dtype} of shape {header.shape}, not "
+                             f"{count} rows of {np.dtype(dtype)}")
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.columns = header.shape[1] if columns is None else min(columns, header.shape[1])
+        self._offset, self._row_bytes = header.offset, header.shape[1] * self.dtype.itemsize
+        self._read_bytes = self.columns * self.dtype.itemsize
+        del header
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), columns) for these rows (int64), read-only."""
+        pread, fd, size = os.pread, self._fd, self._read_bytes
+        data = b"".join([pread(fd, size, at) for at in
+                         (self._offset + rows * self._row_bytes).tolist()])
+        if len(data) != len(rows) * size:
+            raise IndexCorrupt(f"{self.path} is shorter than its header says")
+        return np.frombuffer(data, dtype=self.dtype).reshape(len(rows), self.columns)
+
+    def row(self, row: int) -> np.ndarray:
+        """One row (columns,), read-only."""
+        data = os.pread(self._fd, self._read_bytes, self._offset + row * self._row_bytes)
+        if len(data) != self._read_bytes:
+            raise IndexCorrupt(f"{self.path} is shorter than its header says")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class IndexVersion:
     """One published version, opened read-only. Cheap: vectors are memory-mapped (and searched
     in place when a live search is needed), and SQLite is opened immutable (no locking)."""
@@ -798,6 +845,16 @@ class IndexVersion:
             raise IndexCorrupt(f"cannot read the neighbour table of {path}: {exc}") from exc
         if self._table is not None and self._table[0].shape[0] != self.manifest.count:
             raise IndexCorrupt(f"the neighbour table of {path} does not match its manifest")
+        # What a page reads: a few random rows of the vectors and of the table, with pread.
+        count, served = self.manifest.count, None if table is None else table[2].shape[1]
+        try:
+            self._vector_rows = RowFile(path / VECTORS_FILE, np.float32, count)
+            self._patched = read_patch_rows(path)
+            self._table_rows = None if table is None else tuple(
+                RowFile(path / name, dtype, count, served) for name, dtype in zip(
+                    TABLE_FILES, (np.int32, np.float32, np.float32, np.float32), strict=True))
+        except READ_ERRORS as exc:
+            raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
         self._load_lock = threading.Lock()
         self._summaries: dict[int, tuple[Any, ...]] = {}
 
@@ -805,6 +862,29 @@ class IndexVersion:
         self._conn.close()
         for handle in self._sparse_files.values():
             handle.close()
+        for rows in (self._vector_rows, *(self._table_rows or ())):
+            rows.close()
+
+    def vectors_at(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The vectors of these rows, (len(rows), dim) float32, read from the files (see
+        RowFile); `vectors` holds the same values."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = self._vector_rows.read(rows)
+        if len(self._patched):
+            at = np.searchsorted(self._patched, rows)
+            hit = self._patched[np.minimum(at, len(self._patched) - 1)] == rows
+            if hit.any():  # (the patch's rows: private pages of `vectors`, resident anyway)
+                out = out.copy()
+                out[hit] = self.vectors[rows[hit]]
+        return out
+
+    def table_row(self, row: int) -> Table | None:
+        """One article's precomputed candidates, as `neighbour_table()[i][row]` for each part,
+        read from the files (see RowFile); None without a table."""
+        if self._table_rows is None:
+            return None
+        rows, scores, lexical, names = (part.row(row) for part in self._table_rows)
+        return rows, scores, lexical, names
 
     def neighbour_table(self) -> Table | None:
         """The precomputed candidates (rows, cosines, TF-IDF cosines of words and names),

@@ -530,3 +530,49 @@ def test_a_format_6_index_serves_as_before_and_its_update_writes_format_7(
         found = found[found >= 0].astype(np.int64)
         assert np.allclose(np.asarray(got[2][row][:len(found)]),
                            lexical_scores(version.lexical(), row, found), atol=1e-5)
+
+
+def test_a_page_reads_its_rows_from_the_files_not_through_the_memory_maps(
+        tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+    """A server reads a few random rows a page; through a memory map each costs resident
+    memory up to the page cache's folio around it (up to 2 MB), so pages read with pread."""
+    index = tmp_path / "index"
+    records = tiny_records + _fillers(30)
+    build_index(index, records, embedder=HashingEmbedder(64))
+    edited = dict(records[2], body="Harbour cranes stood idle as dockers walked out.")
+    build_index(index, [edited], embedder=HashingEmbedder(64), incremental=True)
+    live = IndexDirectory(index).current_path()
+    assert (live / "vectors_patch_rows.npy").is_file()  # a patched row among them
+    version = IndexVersion(live)
+    rows = np.array([2, 0, 31, 2, 17], dtype=np.int64)
+    assert np.array_equal(version.vectors_at(rows), np.asarray(version.vectors)[rows])
+    table = version.neighbour_table()
+    assert table is not None
+    for row in (0, 2, 33):
+        got = version.table_row(row)
+        assert got is not None
+        for part, whole in zip(got, table, strict=True):
+            assert np.array_equal(part, np.asarray(whole[row]))
+    # pages computed with the memory maps out of reach are the same pages
+    plain = tmp_path / "plain"  # (no patch: every vector is read from the file)
+    build_index(plain, records, embedder=HashingEmbedder(64))
+    rec = Recommender.open(plain, now=NOW, page_memo=0)
+    expected = {r["id"]: rec.page(r["id"]) for r in records[:12]}
+    rec = Recommender.open(plain, now=NOW, page_memo=0)
+    snapshot = rec.snapshot()
+    whole = snapshot.neighbour_table()
+    assert whole is not None
+    snapshot.vectors = Unmapped(snapshot.vectors.shape)  # type: ignore[assignment]
+    snapshot._table = tuple(Unmapped(part.shape) for part in whole)  # type: ignore[assignment]
+    for article_id, page in expected.items():
+        assert rec.page(article_id) == page, article_id
+
+
+class Unmapped:
+    """Stands for a memory-mapped array that must not be read."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __getitem__(self, key: Any) -> Any:
+        raise AssertionError("a page read rows through a memory map")
