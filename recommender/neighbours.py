@@ -599,8 +599,8 @@ def write_table(directory: Path, rows: np.ndarray, scores: np.ndarray, lexical: 
 
 def read_reserve(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(reserve rows, reserve scores, floors), memory-mapped, or None for a version written
-    without them (before format 5) or with them in files of their own (format 6: an update
-    of one computes its table anew)."""
+    without them (before format 5) or with them in files of their own (format 5 and 6: an
+    update of one writes a whole version)."""
     if not (directory / FLOOR_FILE).is_file() or (directory / OLD_RESERVE_FILE).is_file():
         return None
     rows, scores, lexical = (np.load(directory / name, mmap_mode="r", allow_pickle=False)

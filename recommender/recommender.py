@@ -412,7 +412,8 @@ class Recommender:
         slots (see_also) choose first. `filters` narrows every slot (see `related`).
         Kept in the PageMemo by what it depends on: asked again, it is answered from memory
         while none of that changed (the lists returned are new; the links are shared)."""
-        inputs = self._page_inputs(article_id, filters)
+        # (without a PageMemo nothing reads the digest of what the page depends on)
+        inputs = self._page_inputs(article_id, filters, digest=self.memo.size > 0)
         moment, depends = inputs[-2:]
         key = (article_id, filters)
         if self.memo.size > 0:
@@ -471,12 +472,12 @@ class Recommender:
         ranking): what an HTTP cache validates a kept answer with."""
         return self._page_inputs(article_id, filters)[-1].hex()
 
-    def _page_inputs(self, article_id: str, filters: Filters | None) -> tuple[
-            _Live, int, list[SlotPolicy], Candidates, datetime, Overrides,
-            dict[str, list[int]], tuple[str, str], bytes]:
+    def _page_inputs(self, article_id: str, filters: Filters | None, digest: bool = True
+                     ) -> tuple[_Live, int, list[SlotPolicy], Candidates, datetime, Overrides,
+                                dict[str, list[int]], tuple[str, str], bytes]:
         """What a page is computed from, read once: (live version, source row, the slots in
         page order, candidates, now, overrides, pinned rows by slot, (version, minute),
-        the digest of what it depends on)."""
+        the digest of what it depends on; b"" with digest=False)."""
         live = self._current()
         source = self._position(live.version, article_id)
         policies = [self.slots[n] for n in PAGE_ORDER if n in self.slots] + \
@@ -487,7 +488,8 @@ class Recommender:
         pinned = {p.name: live.ranker.pinned_rows(source, p.name, overrides, now)
                   for p in policies}
         minute = now.astimezone(UTC).strftime("%Y%m%dT%H%M")
-        depends = self._page_depends(live, source, candidates, pinned, filters, now, minute)
+        depends = self._page_depends(live, source, candidates, pinned, filters, now, minute) \
+            if digest else b""
         return (live, source, policies, candidates, now, overrides, pinned,
                 (live.version.manifest.version, minute), depends)
 

@@ -61,8 +61,8 @@ from .vector_index import ExactIndex
 # its weights, and the table's reserve (files readers never open); 6: the vectors' headroom
 # and patch; 7: the reserve in the table's own files, after each list's served entries
 FORMAT_VERSION = 7
-# A reader serves 4 to 6 as it did; an update of one writes a whole version (4) or computes
-# its table anew (5, 6), and the next ones are incremental.
+# A reader serves 4 to 6 as it did; an update of one writes a whole version, and the next
+# ones are incremental.
 READABLE_FORMATS = (4, 5, 6, 7)
 KEEP_VERSIONS = 3  # the live one and two older ones, for readers still holding them
 VECTORS_FILE = "vectors.npy"  # the base: float32 rows, and headroom for rows added later
