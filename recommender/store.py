@@ -750,14 +750,22 @@ def read_columns(directory: Path) -> Columns:
 # --------------------------------------------------------------------------- reading
 
 
-class RowFile:
-    """Rows of a 2-d .npy file read with pread, as a server reads a few random rows a page:
-    nothing of the file is mapped into the process. (A memory map costs resident memory far
-    beyond the rows touched: the kernel maps the whole page-cache folio around each row, up
-    to 2 MB, and a build's files sit in the cache in large folios.) The file stays open, so
-    the rows can still be read after a newer build pruned the version."""
+# A version whose vectors and table files together are up to this size is read through
+# their memory maps (all of them resident cost no more than this); a larger one a row at a
+# time with pread (see RowFile).
+MAP_LIMIT = 512 << 20
 
-    def __init__(self, path: Path, dtype: Any, count: int, columns: int | None = None) -> None:
+
+class RowFile:
+    """Rows of a 2-d .npy file as a server reads them, a few random rows a page: with pread,
+    nothing of the file mapped into the process (a memory map costs resident memory far
+    beyond the rows touched: the kernel maps the whole page-cache folio around each row, up
+    to 2 MB, and a build's files sit in the cache in large folios), or, given `mapped` (the
+    file's memory map, for a small index: see MAP_LIMIT), through that, which is faster. The
+    file stays open, so the rows can still be read after a newer build pruned the version."""
+
+    def __init__(self, path: Path, dtype: Any, count: int, columns: int | None = None,
+                 mapped: np.ndarray | None = None) -> None:
         header = np.load(path, mmap_mode="r", allow_pickle=False)
         if header.ndim != 2 or header.dtype != np.dtype(dtype) or header.shape[0] < count \
                 or not header.flags.c_contiguous:
@@ -768,10 +776,14 @@ class RowFile:
         self._offset, self._row_bytes = header.offset, header.shape[1] * self.dtype.itemsize
         self._read_bytes = self.columns * self.dtype.itemsize
         del header
-        self._fd = os.open(path, os.O_RDONLY)
+        self.mapped = mapped
+        self._fd = os.open(path, os.O_RDONLY) if self.mapped is None else -1
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), columns) for these rows (int64), read-only."""
+        if self.mapped is not None:
+            out: np.ndarray = self.mapped[rows]
+            return out
         pread, fd, size = os.pread, self._fd, self._read_bytes
         data = b"".join([pread(fd, size, at) for at in
                          (self._offset + rows * self._row_bytes).tolist()])
@@ -781,13 +793,17 @@ class RowFile:
 
     def row(self, row: int) -> np.ndarray:
         """One row (columns,), read-only."""
+        if self.mapped is not None:
+            out: np.ndarray = self.mapped[row]
+            return out
         data = os.pread(self._fd, self._read_bytes, self._offset + row * self._row_bytes)
         if len(data) != self._read_bytes:
             raise IndexCorrupt(f"{self.path} is shorter than its header says")
         return np.frombuffer(data, dtype=self.dtype)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
 
 
 class IndexVersion:
@@ -848,11 +864,16 @@ class IndexVersion:
         # What a page reads: a few random rows of the vectors and of the table, with pread.
         count, served = self.manifest.count, None if table is None else table[2].shape[1]
         try:
-            self._vector_rows = RowFile(path / VECTORS_FILE, np.float32, count)
+            small = sum((path / name).stat().st_size for name in (VECTORS_FILE, *(
+                TABLE_FILES if self._table is not None else ()))) <= MAP_LIMIT
+            self._vector_rows = RowFile(path / VECTORS_FILE, np.float32, count,
+                                        mapped=self.vectors if small else None)
             self._patched = read_patch_rows(path)
-            self._table_rows = None if table is None else tuple(
-                RowFile(path / name, dtype, count, served) for name, dtype in zip(
-                    TABLE_FILES, (np.int32, np.float32, np.float32, np.float32), strict=True))
+            self._table_rows = None if self._table is None else tuple(
+                RowFile(path / name, dtype, count, served, mapped=part if small else None)
+                for name, dtype, part in zip(
+                    TABLE_FILES, (np.int32, np.float32, np.float32, np.float32), self._table,
+                    strict=True))
         except READ_ERRORS as exc:
             raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
         self._load_lock = threading.Lock()
@@ -870,7 +891,7 @@ class IndexVersion:
         RowFile); `vectors` holds the same values."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = self._vector_rows.read(rows)
-        if len(self._patched):
+        if len(self._patched) and self._vector_rows.mapped is None:
             at = np.searchsorted(self._patched, rows)
             hit = self._patched[np.minimum(at, len(self._patched) - 1)] == rows
             if hit.any():  # (the patch's rows: private pages of `vectors`, resident anyway)

@@ -532,10 +532,15 @@ def test_a_format_6_index_serves_as_before_and_its_update_writes_format_7(
                            lexical_scores(version.lexical(), row, found), atol=1e-5)
 
 
-def test_a_page_reads_its_rows_from_the_files_not_through_the_memory_maps(
-        tmp_path: Path, tiny_records: list[dict[str, Any]]) -> None:
+def test_a_page_of_a_large_index_reads_its_rows_from_the_files_not_the_memory_maps(
+        tmp_path: Path, tiny_records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
     """A server reads a few random rows a page; through a memory map each costs resident
-    memory up to the page cache's folio around it (up to 2 MB), so pages read with pread."""
+    memory up to the page cache's folio around it (up to 2 MB), so the pages of an index
+    larger than MAP_LIMIT read with pread (here every index is larger)."""
+    from recommender import store
+
+    monkeypatch.setattr(store, "MAP_LIMIT", 0)
     index = tmp_path / "index"
     records = tiny_records + _fillers(30)
     build_index(index, records, embedder=HashingEmbedder(64))
