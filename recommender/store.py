@@ -777,7 +777,9 @@ class RowFile:
         self._read_bytes = self.columns * self.dtype.itemsize
         del header
         self.mapped = mapped
-        self._fd = os.open(path, os.O_RDONLY) if self.mapped is None else -1
+        # a file object, not a bare descriptor: closed with the version, or when collected
+        self._file = open(path, "rb", buffering=0) if mapped is None else None  # noqa: SIM115
+        self._fd = self._file.fileno() if self._file is not None else -1
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), columns) for these rows (int64), read-only."""
@@ -802,8 +804,8 @@ class RowFile:
         return np.frombuffer(data, dtype=self.dtype)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+        if self._file is not None:
+            self._file.close()
 
 
 class IndexVersion:

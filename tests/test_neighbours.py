@@ -581,3 +581,24 @@ class Unmapped:
 
     def __getitem__(self, key: Any) -> Any:
         raise AssertionError("a page read rows through a memory map")
+
+
+def test_versions_a_server_drops_leave_no_open_files_behind(
+        tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server opens each new version and drops the old one (readers may still hold it):
+    the files its pages read with pread close with it."""
+    import gc
+    import os
+
+    from recommender import store
+
+    monkeypatch.setattr(store, "MAP_LIMIT", 0)  # (read with pread, as a large index is)
+    live = IndexDirectory(tiny_index).current_path()
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        version = IndexVersion(live)
+        version.vectors_at([0, 1])
+        del version
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
