@@ -6,6 +6,8 @@ import errno
 import os
 from pathlib import Path
 
+import numpy as np
+
 
 def copy_range(source: int, target: int, length: int, read_at: int, write_at: int,
                path: Path) -> None:
@@ -17,3 +19,15 @@ def copy_range(source: int, target: int, length: int, read_at: int, write_at: in
         if done <= 0:
             raise OSError(errno.EIO, "copy_file_range copied nothing", str(path))
         length, read_at, write_at = length - done, read_at + done, write_at + done
+
+
+def runs(from_rows: np.ndarray, to_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of a row mapping (row from_rows[i] goes to row to_rows[i]) where both row
+    numbers go up by one: (first from-row, first to-row, length) of each, in order. What a
+    copy in the kernel takes in one call."""
+    from_rows = np.asarray(from_rows, dtype=np.int64)
+    to_rows = np.asarray(to_rows, dtype=np.int64)
+    breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(to_rows) != 1)) + 1
+    starts = np.r_[0, breaks].astype(np.int64) if len(from_rows) else breaks
+    lengths = np.diff(np.r_[starts, len(from_rows)]).astype(np.int64)
+    return from_rows[starts], to_rows[starts], lengths

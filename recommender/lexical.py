@@ -25,7 +25,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
 from .articles import Article
-from .files import copy_range
+from .files import copy_range, runs
 from .text import lexical_text_for, name_tokens, names_text_for
 
 WORDS, NAMES = "lexical", "names"  # {name}_data.npy, _indices.npy, _indptr.npy: CSR arrays
@@ -180,15 +180,11 @@ def splice_lexical(target: Path, source: Path, name: str, old_rows: np.ndarray,
     lengths[fresh_rows] = np.diff(fresh.indptr)
     indptr = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
-    # runs where both the old and the new row numbers go up by one
-    breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(carried) != 1)) + 1
-    firsts = np.r_[0, breaks].astype(np.int64)
-    lasts = np.r_[breaks, len(carried)].astype(np.int64) - 1
-    keep = firsts <= lasts
-    firsts, lasts = firsts[keep], lasts[keep]
-    read_starts = old_indptr[from_rows[firsts]]
-    run_lengths = old_indptr[from_rows[lasts] + 1] - read_starts
-    write_starts = indptr[carried[firsts]]
+    # the runs of carried rows, as runs of values
+    first_old, first_new, rows = runs(from_rows, carried)
+    read_starts = old_indptr[first_old]
+    run_lengths = old_indptr[first_old + rows] - read_starts
+    write_starts = indptr[first_new]
     for old_file, new_file, fresh_values, dtype in zip(
             _files(source, name)[:2], _files(target, name)[:2],
             (fresh.data, fresh.indices), (np.float32, np.int32), strict=True):

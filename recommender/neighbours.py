@@ -344,10 +344,9 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     at a row no longer a candidate is dropped; every other list then merges in the changed
     candidates' exact scores at or above its floor, and stays exact while it holds at least
     n entries: only lists that lost more than their reserve are searched again. payloads:
-    float32 arrays
-    shaped like old_rows or narrower (per-entry values such as lexical scores, of the first
-    columns only: an entry beyond them has none), carried with their entries; NaN where an
-    entry's value is new or unknown (the caller computes those).
+    float32 arrays shaped like old_rows or narrower (per-entry values such as lexical
+    scores, of the first columns only: an entry beyond them has none), carried with their
+    entries; NaN where an entry's value is new or unknown (the caller computes those).
     in_place: old_rows, old_scores (int32 and float32, `width` wide) and the payloads may be
     overwritten (memory maps of the new version's files, say).
     partition: the IVF lists of an approximate table (rows of the new version): the changed

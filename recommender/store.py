@@ -51,7 +51,7 @@ import numpy as np
 
 from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
-from .files import copy_range
+from .files import copy_range, runs
 from .lexical import NAMES, OLD_FILES, WORDS, has_lexical_files, read_lexical
 from .neighbours import TABLE_FILES, Table, read_table
 from .text import normalised_title
@@ -536,19 +536,12 @@ def carry_rows(source: Path, target: Path, carried: np.ndarray, dtype: Any, spar
     out = np.lib.format.open_memmap(target, mode="w+", dtype=dtype,
                                     shape=(len(carried) + spare, width))
     new_rows = np.flatnonzero(carried >= 0)
-    from_rows = carried[new_rows]
-    # runs where both the old and the new row numbers go up by one
-    breaks = np.flatnonzero((np.diff(from_rows) != 1) | (np.diff(new_rows) != 1)) + 1
-    starts = np.concatenate([[0], breaks]).astype(np.int64)
-    lengths = np.diff(np.concatenate([starts, [len(new_rows)]]))
     with open(source, "rb") as src, open(target, "r+b") as dst:
-        for start, rows in zip(starts.tolist(), lengths.tolist(), strict=True):
-            if not rows:
-                continue
-            length = rows * row_bytes
-            read_at = source_offset + int(from_rows[start]) * row_bytes
-            write_at = out.offset + int(new_rows[start]) * row_bytes
-            copy_range(src.fileno(), dst.fileno(), length, read_at, write_at, target)
+        for read_row, write_row, rows in zip(*(part.tolist() for part in runs(
+                carried[new_rows], new_rows)), strict=True):
+            copy_range(src.fileno(), dst.fileno(), rows * row_bytes,
+                       source_offset + read_row * row_bytes, out.offset + write_row * row_bytes,
+                       target)
     return out
 
 
