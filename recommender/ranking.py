@@ -131,7 +131,27 @@ class Prepared:
     development: np.ndarray     # bool: a later development of it
     timestamp: np.ndarray       # float64 epoch seconds of each candidate (NaN: undated)
     later: np.ndarray           # float64 days from the anchor's date (see Ranker.later)
-    vectors: np.ndarray         # float32 (n, dim): the candidates' vectors, read once a page
+    version: Any                # the IndexVersion the candidates' vectors are read from
+    _vectors: np.ndarray | None = field(default=None, repr=False)  # (n, dim), as read so far
+    _read: np.ndarray | None = field(default=None, repr=False)     # bool (n,): rows read
+
+    def vectors(self, at: np.ndarray) -> np.ndarray:
+        """The vectors of the candidates at these positions (float32, (len(at), dim)). Each
+        candidate's vector is read once a page, and only when a slot's pool holds it: a
+        large index reads them from its files row by row, and most candidates of a page
+        never reach a pool."""
+        if self._vectors is None:
+            n = len(self.c.rows)
+            object.__setattr__(self, "_vectors",
+                               np.empty((n, self.version.manifest.dimension), np.float32))
+            object.__setattr__(self, "_read", np.zeros(n, dtype=bool))
+        assert self._vectors is not None and self._read is not None
+        missing = at[~self._read[at]]
+        if len(missing):  # (a row twice in `at` is read twice: the same values)
+            self._vectors[missing] = self.version.vectors_at(self.c.rows[missing])
+            self._read[missing] = True
+        out: np.ndarray = self._vectors[at]
+        return out
 
 
 @dataclass
@@ -412,8 +432,7 @@ class Ranker:
             other_language=self._other_language(anchor, rows),
             story=self.own_story(anchor, rows, relevance, later),
             development=self.development(anchor, rows, relevance, later),
-            timestamp=self.columns.timestamp[rows], later=later,
-            vectors=self.version.vectors_at(rows))
+            timestamp=self.columns.timestamp[rows], later=later, version=self.version)
 
     def score(self, policy: SlotPolicy, p: Prepared, *, now_ts: float, excluded: set[int]
               ) -> Scored:
@@ -528,7 +547,7 @@ class Ranker:
         if limit <= 0 or len(index) == 0:
             return []
         rows = scored.p.c.rows[index]
-        vectors = scored.p.vectors[index]
+        vectors = scored.p.vectors(index)
         keys = self.keys(rows)
         remaining = np.ones(len(index), dtype=bool)
         if page:  # never a copy of, or (one_per_event) the same event as, a link on the page
@@ -567,17 +586,17 @@ class Ranker:
         out: list[Pick] = []
         chosen = index[at]
         names = [*scored.p.parts, "relevance"]
-        values = scored.p.table[:, chosen].tolist()  # the same floats as float() of each
-        freshness = scored.freshness[chosen].tolist()
+        # rounded as round(float(x), 4) rounds each (both round half to even), in one pass
+        values = np.round(scored.p.table[:, chosen].T.astype(np.float64), 4).tolist()
+        freshness = np.round(scored.freshness[chosen].astype(np.float64), 4).tolist()
         collapsed: dict[int, list[str]] = {}
         for x in np.flatnonzero(first >= 0).tolist():
             collapsed.setdefault(int(first[x]), []).append(self.ids[int(rows[x])])
         for n, j in enumerate(picked):
             i = int(index[j])
             reason: dict[str, Any] = dict(label or {})
-            reason.update({name: round(column[n], 4) for name, column in
-                           zip(names, values, strict=True)})
-            reason["freshness"] = round(freshness[n], 4)
+            reason.update(zip(names, values[n], strict=True))
+            reason["freshness"] = freshness[n]
             if scored.p.story[i] or j == latest:
                 reason["same_story"] = True
                 if j == latest:
@@ -631,10 +650,10 @@ class Ranker:
         match = p.c.rows[None, :] == rows[:, None]
         found = match.any(axis=1)
         if found.all():
-            out: np.ndarray = p.vectors[match.argmax(axis=1)]
+            out: np.ndarray = p.vectors(match.argmax(axis=1))
             return out
-        out = np.empty((len(rows), p.vectors.shape[1]), dtype=np.float32)
-        out[found] = p.vectors[match.argmax(axis=1)[found]]
+        out = np.empty((len(rows), self.version.manifest.dimension), dtype=np.float32)
+        out[found] = p.vectors(match.argmax(axis=1)[found])
         out[~found] = self.version.vectors_at(rows[~found])
         return out
 
