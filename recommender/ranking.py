@@ -131,26 +131,20 @@ class Prepared:
     development: np.ndarray     # bool: a later development of it
     timestamp: np.ndarray       # float64 epoch seconds of each candidate (NaN: undated)
     later: np.ndarray           # float64 days from the anchor's date (see Ranker.later)
-    version: Any                # the IndexVersion the candidates' vectors are read from
-    _vectors: np.ndarray | None = field(default=None, repr=False)  # (n, dim), as read so far
-    _read: np.ndarray | None = field(default=None, repr=False)     # bool (n,): rows read
+    version: IndexVersion       # where the candidates' vectors are read from
+    read: np.ndarray            # bool (n,): the candidates whose vector `known` holds
+    known: np.ndarray           # float32 (n, dim): the vectors read so far this page
 
     def vectors(self, at: np.ndarray) -> np.ndarray:
-        """The vectors of the candidates at these positions (float32, (len(at), dim)). Each
-        candidate's vector is read once a page, and only when a slot's pool holds it: a
-        large index reads them from its files row by row, and most candidates of a page
-        never reach a pool."""
-        if self._vectors is None:
-            n = len(self.c.rows)
-            object.__setattr__(self, "_vectors",
-                               np.empty((n, self.version.manifest.dimension), np.float32))
-            object.__setattr__(self, "_read", np.zeros(n, dtype=bool))
-        assert self._vectors is not None and self._read is not None
-        missing = at[~self._read[at]]
+        """The vectors of the candidates at these positions, (len(at), dim). Each one is
+        read once a page, and only when a slot's pool holds it: a large index reads them
+        from its files row by row, and a third or more of a page's candidates never reach
+        a pool (not eligible, or below the bar)."""
+        missing = at[~self.read[at]]
         if len(missing):  # (a row twice in `at` is read twice: the same values)
-            self._vectors[missing] = self.version.vectors_at(self.c.rows[missing])
-            self._read[missing] = True
-        out: np.ndarray = self._vectors[at]
+            self.known[missing] = self.version.vectors_at(self.c.rows[missing])
+            self.read[missing] = True
+        out: np.ndarray = self.known[at]
         return out
 
 
@@ -432,7 +426,9 @@ class Ranker:
             other_language=self._other_language(anchor, rows),
             story=self.own_story(anchor, rows, relevance, later),
             development=self.development(anchor, rows, relevance, later),
-            timestamp=self.columns.timestamp[rows], later=later, version=self.version)
+            timestamp=self.columns.timestamp[rows], later=later, version=self.version,
+            read=np.zeros(len(rows), dtype=bool),
+            known=np.empty((len(rows), self.version.manifest.dimension), dtype=np.float32))
 
     def score(self, policy: SlotPolicy, p: Prepared, *, now_ts: float, excluded: set[int]
               ) -> Scored:
