@@ -382,10 +382,14 @@ def update_lists(vectors: np.ndarray, candidates: np.ndarray, old_rows: np.ndarr
     new_candidates = changed[candidates[changed]]
     is_again = np.zeros(len(vectors), dtype=bool)
     is_again[again] = True
-    scan = _scan_changed if partition is None else \
-        partial(_scan_partitioned, partition=partition)
-    pair_rows, pair_cands, pair_scores, own = scan(
-        vectors, candidates, floor, again, new_candidates, width)
+    if len(again) or len(new_candidates):
+        scan = _scan_changed if partition is None else \
+            partial(_scan_partitioned, partition=partition)
+        pair_rows, pair_cands, pair_scores, own = scan(
+            vectors, candidates, floor, again, new_candidates, width)
+    else:  # nothing to search (an unchanged rebuild, a delete-only update)
+        pair_rows, pair_cands, pair_scores, own = _scan_result(
+            [], np.zeros((0, width), dtype=np.int32), np.zeros((0, width), dtype=np.float32))
     if len(again):
         rows[again], scores[again] = own[0], own[1]
         for payload in carried:

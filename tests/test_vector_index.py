@@ -219,3 +219,24 @@ def test_an_approximate_index_keeps_its_partition_and_updates_search_with_it(
     assert lists.shape == (301,) and (lists >= 0).all()
     assert report.neighbours_recall >= 0.9
     assert rec.similar("new", k=3)  # the new article has its neighbours
+
+
+def test_an_approximate_index_rebuilt_with_nothing_changed_or_only_a_deletion_serves_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A scheduled rebuild of an unchanged feed, or a delete-only update, gives the IVF scan
+    # nothing to search: it must not fail, and the lists stay what they were (less the
+    # deleted article).
+    index = tmp_path / "approximate"
+    monkeypatch.setattr(neighbours, "EXACT_PAIRS", 0)  # as if 300 articles were millions
+    build_index(index, records(300), embedder=HashingEmbedder(64))
+    before = {a: [r.id for r in Recommender.open(index).similar(a, k=10)]
+              for a in ("a0", "a1", "a150")}
+    report = build_index(index, records(300), embedder=HashingEmbedder(64))
+    assert report.embedded == 0 and report.neighbours_mode == "incremental"
+    rec = Recommender.open(index)
+    assert {a: [r.id for r in rec.similar(a, k=10)] for a in before} == before
+    build_index(index, [], embedder=HashingEmbedder(64), incremental=True, delete=["a9"])
+    rec = Recommender.open(index)
+    assert "a9" not in rec
+    for a in before:
+        assert "a9" not in [r.id for r in rec.related(a, k=10)]
