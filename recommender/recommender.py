@@ -519,6 +519,13 @@ class Recommender:
             digest.update(name.encode() + b"\0" + fingerprint[pinned[name]].tobytes())
         return digest.digest()
 
+    def prefetch(self) -> int:
+        """Ask the kernel to read the served version's vectors and candidate table into the
+        page cache now, so the first pages after a cold start do not wait on the disk
+        (IndexVersion.prefetch; the server does it when it starts and before each switch).
+        Returns the bytes asked for."""
+        return self._current().version.prefetch()
+
     def pair_relevance(self, first: str, second: str) -> float:
         """The fused relevance score of two articles (what `similar` ranks by)."""
         live = self._current()

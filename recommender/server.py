@@ -192,6 +192,7 @@ def create_app(source: Recommender | str | os.PathLike[str], *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(prefetch, serving.current.rec)
         task = asyncio.create_task(follower.run()) if follower is not None else None
         freeze_long_lived(0)  # the version opened, the app: kept for the server's life
         try:
@@ -478,6 +479,7 @@ class VersionFollower:
             # The template is compiled here, not in the thread: CPython 3.11.7's compile()
             # is not safe beside another thread's (numpy's header parse in that open).
             new = _Served(rec, ArticlePages(rec, link_pattern=self.link_pattern))
+            await asyncio.to_thread(prefetch, rec)  # its files in the page cache first
         except (RecommenderError, OSError) as exc:
             logger.error("%s: cannot switch to the new version (%s); still serving %s",
                          self.index, exc, self.serving.current.rec.version)
@@ -493,6 +495,15 @@ class VersionFollower:
         self.switches += 1
         freeze_long_lived(self.switches)
         return True
+
+
+def prefetch(rec: Recommender) -> None:
+    """The version's files read ahead into the page cache (Recommender.prefetch), before it
+    serves; a failure only costs the first pages a disk read each."""
+    try:
+        rec.prefetch()
+    except OSError as exc:
+        logger.warning("%s: cannot read the index ahead (%s)", rec.path, exc)
 
 
 def freeze_long_lived(switches: int) -> None:

@@ -583,6 +583,44 @@ class Unmapped:
         raise AssertionError("a page read rows through a memory map")
 
 
+def test_prefetch_asks_the_kernel_for_every_byte_of_the_files_a_page_reads(
+        tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a reboot, or a build whose memory pushed the files out of the page cache, each
+    row a page of a large index reads would wait on the disk: prefetch reads them ahead,
+    the vectors and all four table files whole (one posix_fadvise call reads ahead only a
+    few MB, so it asks chunk by chunk)."""
+    import os
+
+    from recommender import store
+
+    monkeypatch.setattr(store, "MAP_LIMIT", 0)
+    monkeypatch.setattr(store, "PREFETCH_CHUNK", 1024)  # several chunks for a tiny file
+    asked: dict[str, list[tuple[int, int]]] = {}
+
+    def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED
+        asked.setdefault(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), []).append(
+            (offset, length))
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    live = IndexDirectory(tiny_index).current_path()
+    rec = Recommender.open(tiny_index)
+    total = rec.prefetch()
+    files = ["vectors.npy", "neighbours.npy", "neighbour_scores.npy", "neighbour_lexical.npy",
+             "neighbour_names.npy"]
+    assert sorted(asked) == sorted(files)
+    expected = 0
+    for name in files:
+        size = (live / name).stat().st_size
+        header = np.load(live / name, mmap_mode="r").offset
+        covered = np.zeros(size, dtype=bool)
+        for offset, length in asked[name]:
+            covered[offset:offset + length] = True
+        assert covered[header:].all() and len(asked[name]) > 1, name
+        expected += size - header
+    assert total == expected
+
+
 def test_versions_a_server_drops_leave_no_open_files_behind(
         tiny_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server opens each new version and drops the old one (readers may still hold it):

@@ -500,6 +500,33 @@ def test_the_background_follower_runs_with_the_server(tiny_index: Path, tmp_path
         assert client.get("/v1/articles/t13/related").status_code == 200
 
 
+def test_the_server_reads_each_version_ahead_before_it_serves_it(
+        tiny_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # at start, and at each switch before the new version answers: its first pages then do
+    # not wait on the disk (Recommender.prefetch)
+    read: list[str] = []
+    monkeypatch.setattr(Recommender, "prefetch", lambda self: read.append(self.version) or 0)
+    app = create_app(tiny_index, switch_in_background=True)
+    with TestClient(app) as client:
+        first = client.get("/healthz").json()["version"]
+        assert read == [first]
+        new = tmp_path / "new.jsonl"
+        new.write_text(json.dumps(story(13, "Portmere harbour bridge reopens", "Reopened."))
+                       + "\n")
+        published = build_index(tiny_index, [new], embedder=HashingEmbedder(64),
+                                incremental=True).version
+        assert asyncio.run(app.state.follower.follow_once()) is True
+        assert read == [first, published]
+        assert client.get("/healthz").json()["version"] == published
+
+    def failing(self: Recommender) -> int:
+        raise OSError("no such device")
+
+    monkeypatch.setattr(Recommender, "prefetch", failing)  # only costs the disk reads
+    with TestClient(create_app(tiny_index)) as client:
+        assert client.get("/v1/articles/t01/related").status_code == 200
+
+
 def test_switching_in_the_background_needs_the_index_path(rec: Recommender) -> None:
     with pytest.raises(TypeError):
         create_app(rec, switch_in_background=True)
