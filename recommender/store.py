@@ -29,6 +29,7 @@ opened.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -805,13 +806,17 @@ class RowFile:
         ahead only a few MB). Nothing is mapped or copied into the process. Returns the
         bytes asked for (0 where the platform has no posix_fadvise)."""
         advise = getattr(os, "posix_fadvise", None)
-        size = self.path.stat().st_size - int(self._offset)
-        if advise is None or size <= 0:
+        if advise is None:
             return 0
-        with open(self.path, "rb", buffering=0) as handle:
-            for start in range(self._offset, self._offset + size, PREFETCH_CHUNK):
+        # the file a pread reader holds (still there after a newer build pruned the
+        # version), else the path (a reader through the memory map)
+        with contextlib.nullcontext(self._file) if self._file is not None else \
+                open(self.path, "rb", buffering=0) as handle:
+            offset = int(self._offset)
+            size = os.fstat(handle.fileno()).st_size - offset
+            for start in range(offset, offset + size, PREFETCH_CHUNK):
                 advise(handle.fileno(), start, PREFETCH_CHUNK, os.POSIX_FADV_WILLNEED)
-        return size
+        return max(size, 0)
 
     def close(self) -> None:
         if self._file is not None:
@@ -915,7 +920,8 @@ class IndexVersion:
         """Bring the files every page reads at random (the vectors and the candidate table)
         into the page cache ahead of the pages (RowFile.prefetch): after a reboot, or a
         build whose memory pushed them out, a page of a large index would otherwise wait on
-        the disk for each row (at 1M articles here, p50 2.9 ms cold against 0.6 ms).
+        the disk for each row (at 1M articles here, p50 2.14 ms right after a build
+        against 0.53 ms warm).
         Returns the bytes asked for."""
         return sum(rows.prefetch() for rows in (self._vector_rows, *(self._table_rows or ())))
 

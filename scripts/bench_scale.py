@@ -104,14 +104,17 @@ def step_build(index: Path, n: int, update: int) -> dict[str, Any]:
             "peak_before_mb": before}
 
 
-def step_serve(index: Path, queries: int) -> dict[str, Any]:
+def step_serve(index: Path, queries: int, prefetch: bool = True) -> dict[str, Any]:
+    """Pages in a fresh process; prefetch=False (`--step serve DIR N noprefetch`): without
+    reading the files ahead, what a cold page cache costs."""
     from recommender import Recommender
 
     started = time.perf_counter()
     rec = Recommender.open(index, page_memo=0)  # every page computed, none kept
     open_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    rec.prefetch()  # as the server does before it serves a version
+    if prefetch:
+        rec.prefetch()  # as the server does before it serves a version
     prefetch_seconds = time.perf_counter() - started
     ids = rec.ids()
     rng = np.random.default_rng(7)
@@ -214,7 +217,8 @@ def main() -> None:
     if args.step:
         name, index, *rest = args.step
         steps = {"build": lambda: step_build(Path(index), int(rest[0]), int(rest[1])),
-                 "serve": lambda: step_serve(Path(index), int(rest[0])),
+                 "serve": lambda: step_serve(Path(index), int(rest[0]),
+                                             prefetch=rest[1:] != ["noprefetch"]),
                  "compare": lambda: step_compare(Path(index))}
         print(json.dumps(steps[name]()))
         return
