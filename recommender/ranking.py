@@ -22,7 +22,7 @@ Every result carries `reason`: the parts of its score and its flags.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -145,6 +145,29 @@ class Prepared:
             self.known[missing] = self.version.vectors_at(self.c.rows[missing])
             self.read[missing] = True
         out: np.ndarray = self.known[at]
+        return out
+
+    def cosines(self, rows: np.ndarray, at: np.ndarray, at_least: float) -> np.ndarray | None:
+        """The cosines of a few rows (picks, links on the page) with the candidates at these
+        positions wherever they reach `at_least` (-inf elsewhere), from the rows' own
+        candidate lists instead of the vectors: a list holds every candidate above its
+        bound, so a pair it leaves out scores below that. None where a list's bound reaches
+        `at_least` (a rule that low needs the vectors) or there is no table. This is what
+        the copy and event rules ask, for a fraction of the reads: a page of a large index
+        reads its vectors a row at a time (see RowFile)."""
+        read = self.version.lists_at(rows) if len(rows) else None
+        if read is None or (read[2] >= at_least).any():
+            return None
+        listed, scores, _ = read
+        out = np.full((len(rows), len(at)), -np.inf, dtype=np.float32)
+        if len(at):
+            targets = self.c.rows[at].astype(listed.dtype)
+            order = np.argsort(targets)
+            ranked = targets[order]
+            found = np.searchsorted(ranked, listed)
+            np.minimum(found, len(ranked) - 1, out=found)
+            i, j = np.nonzero(ranked[found] == listed)
+            out[i, order[found[i, j]]] = scores[i, j]
         return out
 
 
@@ -542,18 +565,30 @@ class Ranker:
         index = np.flatnonzero(pool)
         if limit <= 0 or len(index) == 0:
             return []
-        rows = scored.p.c.rows[index]
-        vectors = scored.p.vectors(index)
+        p = scored.p
+        rows = p.c.rows[index]
         keys = self.keys(rows)
+        at_least = self.config.duplicate_similarity if not policy.one_per_event else \
+            min(self.config.duplicate_similarity, self.config.event_similarity)
+
+        def cosines(among: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+            """The cosines the copy and event rules read: of the rows `among` with the
+            pool (rows `among` at `positions` of it, when they are its own), from the
+            candidate lists, else from the vectors."""
+            out = p.cosines(among, index, at_least)
+            if out is None:
+                # einsum, not `@`: a small product through a multithreaded BLAS costs tens
+                # of us on an idle machine but milliseconds when the cores are busy (thread
+                # hand-offs), the normal state of a server. einsum runs in this thread.
+                out = np.einsum("ik,jk->ij", p.vectors(index[positions]) if positions is not
+                                None else self._vectors_of(p, among), p.vectors(index))
+            return out
+
         remaining = np.ones(len(index), dtype=bool)
         if page:  # never a copy of, or (one_per_event) the same event as, a link on the page
             on_page = np.asarray(page, dtype=np.int64)
-            # einsum, not `@`: a small product through a multithreaded BLAS costs tens of us
-            # on an idle machine but milliseconds when the cores are busy (thread hand-offs),
-            # the normal state of a server. einsum runs in this thread, every time as fast.
-            cosine = np.einsum("ik,jk->ij", self._vectors_of(scored.p, on_page), vectors)
             remaining &= ~self._conflict(policy, self.keys(on_page[:, None]), keys.row(),
-                                         cosine).any(0)
+                                         cosines(on_page)).any(0)
         tier = scored.p.other_language[index].astype(np.int8) if policy.languages == "same_first" \
             else np.zeros(len(index), dtype=np.int8)
         base = scored.score[index].astype(np.float64)
@@ -566,11 +601,12 @@ class Ranker:
                 dates = self.columns.timestamp[rows]
                 latest = int(np.argmax(np.where(newer & ~np.isnan(dates), dates, -np.inf)))
         if policy.mmr_lambda >= 1.0:
-            picked, conflict = self._walk(policy, keys, vectors, remaining, tier, base,
-                                          in_story if story_only else None, latest, limit)
+            picked, conflict = self._walk(
+                policy, keys, lambda head: cosines(rows[head], head), remaining, tier, base,
+                in_story if story_only else None, latest, limit)
         else:
-            picked, conflict = self._mmr(policy, keys, vectors, remaining, tier, base,
-                                         in_story if story_only else None, latest, limit)
+            picked, conflict = self._mmr(policy, keys, p.vectors(index), remaining, tier,
+                                         base, in_story if story_only else None, latest, limit)
         if not picked:
             return []
         # What each pick stands for: the pool's other rows it rules out (copies, and with
@@ -605,15 +641,16 @@ class Ranker:
             out.append(Pick(int(rows[j]), float(base[j]), reason))
         return out
 
-    def _walk(self, policy: SlotPolicy, keys: Keys, vectors: np.ndarray,
-              remaining: np.ndarray, tier: np.ndarray, base: np.ndarray,
-              story: np.ndarray | None, latest: int, limit: int
-              ) -> tuple[list[int], np.ndarray]:
+    def _walk(self, policy: SlotPolicy, keys: Keys,
+              cosines: Callable[[np.ndarray], np.ndarray], remaining: np.ndarray,
+              tier: np.ndarray, base: np.ndarray, story: np.ndarray | None, latest: int,
+              limit: int) -> tuple[list[int], np.ndarray]:
         """Without MMR the order is fixed (same language first, then by score; ties: the
         candidate table's order): walk it, taking each row that conflicts with no pick so
-        far. The conflicts of the head of the walk with the pool are computed in one product,
-        a few rows more than the slot needs at a time, instead of one pass per pick. Returns
-        the picks and their conflict rows over the pool."""
+        far. The conflicts of the head of the walk with the pool are computed at once
+        (`cosines`: of the pool rows at these positions with the pool), a few rows more than
+        the slot needs at a time, instead of one pass per pick. Returns the picks and their
+        conflict rows over the pool."""
         order = np.lexsort((-base, tier)) if tier.any() else np.argsort(-base, kind="stable")
         walk = order[remaining[order] & (story[order] if story is not None else True)]
         if latest >= 0:
@@ -623,8 +660,7 @@ class Ranker:
         step = limit + 2
         for start in range(0, len(walk), step):
             head = walk[start:start + step]
-            clash = self._conflict(policy, keys.at(head).column(), keys.row(),
-                                   np.einsum("ik,jk->ij", vectors[head], vectors))
+            clash = self._conflict(policy, keys.at(head).column(), keys.row(), cosines(head))
             among = clash[:, head].tolist()  # the head with itself
             before = clash[:, picked].tolist() if picked else None  # with earlier picks
             taken: list[int] = []

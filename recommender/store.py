@@ -54,7 +54,7 @@ from .articles import Article, format_datetime, parse_datetime
 from .errors import IndexCorrupt, IndexLocked, IndexNotFound, StorageError
 from .files import copy_range, runs
 from .lexical import NAMES, OLD_FILES, WORDS, has_lexical_files, read_lexical
-from .neighbours import TABLE_FILES, Table, read_table
+from .neighbours import FLOOR_FILE, TABLE_FILES, Table, read_table
 from .text import normalised_title
 from .vector_index import ExactIndex
 
@@ -891,6 +891,10 @@ class IndexVersion:
                 for name, dtype, part in zip(
                     TABLE_FILES, (np.int32, np.float32, np.float32, np.float32), self._table,
                     strict=True))
+            # each list's floor (every candidate left out of the list scores below it), for
+            # a list shorter than the served width; before format 5 none was kept
+            self._floor = np.load(path / FLOOR_FILE, mmap_mode="r", allow_pickle=False) \
+                if self._table is not None and (path / FLOOR_FILE).is_file() else None
         except READ_ERRORS as exc:
             raise IndexCorrupt(f"cannot read {path}: {exc}") from exc
         self._load_lock = threading.Lock()
@@ -932,6 +936,24 @@ class IndexVersion:
             return None
         rows, scores, lexical, names = (part.row(row) for part in self._table_rows)
         return rows, scores, lexical, names
+
+    def lists_at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The served candidate lists of these rows (int64), read from the table files:
+        (candidate rows (len(rows), n) int32, -1 past a list's end; their cosines; bound),
+        where bound[i] is a cosine that no candidate left out of row i's list exceeds (its
+        last score when the list is full, else its floor; +inf where the index cannot tell).
+        None without a table."""
+        if self._table_rows is None:
+            return None
+        listed, scores = self._table_rows[0].read(rows), self._table_rows[1].read(rows)
+        if not listed.shape[1]:
+            return listed, scores, np.full(len(rows), np.inf, dtype=np.float32)
+        full = listed[:, -1] >= 0
+        if full.all():
+            return listed, scores, scores[:, -1]
+        floor = np.asarray(self._floor[rows], dtype=np.float32) if self._floor is not None \
+            else np.full(len(rows), np.inf, dtype=np.float32)
+        return listed, scores, np.where(full, scores[:, -1], floor)
 
     def neighbour_table(self) -> Table | None:
         """The precomputed candidates (rows, cosines, TF-IDF cosines of words and names),

@@ -640,3 +640,49 @@ def test_versions_a_server_drops_leave_no_open_files_behind(
         del version
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+@pytest.mark.parametrize("event_similarity", [None, 0.3])
+def test_copies_and_one_event_are_ruled_out_from_the_candidate_lists_as_from_the_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, event_similarity: float | None
+        ) -> None:
+    """The copy and one-event rules between a page's links read the links' own candidate
+    lists (a large index would otherwise read the pool's vectors a row at a time): the same
+    links and the same "stands for" lists as the vectors give. A rule set below what a list
+    can vouch for (its last score) falls back to the vectors."""
+    import dataclasses
+    import json
+
+    from recommender import ranking
+    from recommender.config import Config
+    from recommender.samples import sample_corpus_path
+
+    records = [json.loads(line) for line in sample_corpus_path().read_text().splitlines()]
+    index = tmp_path / "index"
+    build_index(index, records, embedder=HashingEmbedder(256), neighbours=8)
+    config = Config()
+    if event_similarity is not None:
+        config = dataclasses.replace(config, ranking=dataclasses.replace(
+            config.ranking, event_similarity=event_similarity))
+    answered = {"lists": 0, "vectors": 0}
+    cosines = ranking.Prepared.cosines
+
+    def counted(self: Any, *args: Any) -> Any:
+        out = cosines(self, *args)
+        answered["vectors" if out is None else "lists"] += 1
+        return out
+
+    monkeypatch.setattr(ranking.Prepared, "cosines", counted)
+    rec = Recommender.open(index, config=config, now=NOW, page_memo=0)
+    pages = {r["id"]: rec.page(r["id"]) for r in records}
+    monkeypatch.setattr(ranking.Prepared, "cosines", lambda self, *args: None)
+    rec = Recommender.open(index, config=config, now=NOW, page_memo=0)
+    for article_id, page in pages.items():
+        assert rec.page(article_id) == page, article_id
+    collapsed = sum(len(link.reason.get("event_collapsed_from", [])) for page in pages.values()
+                    for links in page.values() for link in links)
+    assert collapsed > 0  # the rules had pairs to rule out
+    if event_similarity is None:
+        assert answered["lists"] > 0 and answered["vectors"] == 0
+    else:
+        assert answered["vectors"] > 0
