@@ -152,11 +152,10 @@ class Prepared:
         positions wherever they reach `at_least` (-inf elsewhere), from the rows' own
         candidate lists instead of the vectors: a list holds every candidate above its
         bound, so a pair it leaves out scores below that (with an approximate table, as far
-        as its recall goes: pairs this close are the ones it misses least). None where a list's
-        bound reaches
-        `at_least` (a rule that low needs the vectors) or there is no table. This is what
-        the copy and event rules ask, for a fraction of the reads: a page of a large index
-        reads its vectors a row at a time (see RowFile)."""
+        as its recall goes: pairs this close are the ones it misses least). None where a
+        list's bound reaches `at_least` (a rule that low needs the vectors) or there is no
+        table. This is what the copy and event rules ask, for a fraction of the reads: a page
+        of a large index reads its vectors a row at a time (see RowFile)."""
         read = self.version.lists_at(rows) if len(rows) else None
         if read is None or (read[2] >= at_least).any():
             return None
