@@ -12,6 +12,7 @@ use today: `random`, `recent` (newest first), `tfidf` (the classic related-posts
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,9 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import ndcg_score
 
+from .config import RankingConfig
 from .errors import InputError
+from .ranking import Candidates, Ranker
 from .recommender import Recommender
 from .store import IndexVersion
 
@@ -438,6 +441,45 @@ def page_report(rec: Recommender, labels: Judgments, queries: Sequence[str] | No
                         ("same_story", "related", "not_related", "unjudged", "fallback")},
                      "empty_pages": c["empty_pages"], "copies": c["copies"]}
     return out
+
+
+# What a perfect ranking would show: the judgments in place of the model's relevance.
+PERFECT = {2: 0.99, 1: 0.6, 0: 0.02}  # same story, related, the rest (unjudged: 0)
+
+
+class _JudgedRanker(Ranker):
+    """The slot policies as they are, over a relevance read from the judgments: same story
+    PERFECT[2], related PERFECT[1], the rest PERFECT[0], and within a grade the model's order.
+    The bars keep their meaning: related clears every slot's bar, the rest none (fallback)."""
+
+    def __init__(self, version: IndexVersion, config: RankingConfig, labels: Judgments
+                 ) -> None:
+        super().__init__(version, config)
+        self._labels = labels
+
+    def relevance(self, source: int, c: Candidates, later: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        model, parts = super().relevance(source, c, later)
+        query = self.ids[source]
+        grades = np.array([self._labels.grade(query, self.ids[r]) for r in c.rows.tolist()])
+        judged = np.where(grades >= SAME_STORY, PERFECT[2],
+                          np.where(grades > 0, PERFECT[1], PERFECT[0]))
+        return (judged + 0.009 * model).astype(np.float32), parts
+
+
+def with_perfect_ranking(rec: Recommender, labels: Judgments) -> Recommender:
+    """A second reader of `rec`'s index, with the same config and clock, whose relevance is the
+    judgments (a perfect ranking; see _JudgedRanker) while every slot rule stays: See also
+    first, one link per event, no copies, the status, age and paywall rules, the fallback.
+    `page_report` of it is the most a better ranking could reach on these pages, and what is
+    still missing there is what the policies cost, not the ranking. It never switches
+    versions; `rec` is left as it was."""
+    twin = Recommender.open(rec.path, config=rec.config, now=rec.now(), reload_interval=-1,
+                            page_memo=0)
+    live = twin._current()
+    twin._live = dataclasses.replace(
+        live, ranker=_JudgedRanker(live.version, twin.config.ranking, labels))
+    return twin
 
 
 def story_retrieval(labels: Judgments, run: System, queries: Sequence[str]) -> dict[str, float]:

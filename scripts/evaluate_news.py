@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from typing import Any
 
 from recommender import Recommender, build_index
 from recommender.datasets import export_jsonl, fetch, judgment_files
-from recommender.evaluation import Judgments, judged_pages
+from recommender.evaluation import Judgments, judged_pages, page_report, with_perfect_ranking
 from recommender.store import IndexDirectory
 
 CORPUS_END = datetime(2017, 4, 1, tzinfo=UTC)
@@ -63,21 +64,14 @@ def ensure_index(index: Path, rebuild: bool, model: str | None = None) -> None:
     print(f"built {index}: {report.total} articles in {report.seconds:.0f}s", file=sys.stderr)
 
 
-def related_ceiling(labels: Judgments, rec: Recommender, links_per_page: float
-                    ) -> tuple[float, int]:
-    """The highest share of related links You may also like could show at this many links
-    per page if its ranking were perfect (each page's judged related articles that See also
-    does not already show, up to k, the rest of the links being unrelated), and how many
-    pages have fewer than k such articles."""
-    k = rec.policy("you_may_also_like").k
-    queries = [q for q in labels.queries() if q in rec]
-    related, short = 0, 0
-    for q in queries:
-        see_also = {r.id for r in rec.related(q, slot="see_also")}
-        left = len(labels.relevant(q) - see_also)
-        related += min(k, left)
-        short += left < k
-    return min(1.0, related / (links_per_page * len(queries))), short
+def perfect_ceiling(labels: Judgments, rec: Recommender, links_per_page: float
+                    ) -> tuple[dict[str, float], int, float]:
+    """You may also like with a perfect ranking and the same slot rules
+    (`with_perfect_ranking`), the related links it shows, and the highest related share at
+    `links_per_page` (the links past its own count being unrelated)."""
+    perfect = page_report(with_perfect_ranking(rec, labels), labels)["you_may_also_like"]
+    related = round(perfect["related_share"] * perfect["links_per_page"] * perfect["pages"])
+    return perfect, related, min(1.0, related / (links_per_page * perfect["pages"]))
 
 
 def main() -> None:
@@ -110,12 +104,16 @@ def main() -> None:
         print(f"  {system:<10} P@min(5,gold) {m['precision@min(5,gold)']:.3f}   "
               f"R@10 {m['recall@10']:.3f}   top 6 related {m['related@6']:.1%}")
     more = dated["slots"]["you_may_also_like"]
-    ceiling, short = related_ceiling(labels, Recommender.open(args.index, now=CORPUS_END),
-                                     max(more["links_per_page"], 5.5))
-    print(f"\nceiling: with a perfect ranking of the judged articles, You may also like at "
-          f"{max(more['links_per_page'], 5.5):.2f} links per page could be at most "
-          f"{ceiling:.1%} related; {short} pages have fewer related articles than it has "
-          "links once See also has shown its own")
+    links = max(more["links_per_page"], 5.5)
+    perfect, related, ceiling = perfect_ceiling(
+        labels, Recommender.open(args.index, now=CORPUS_END), links)
+    print(f"\nceiling: with a perfect ranking (the judgments in place of the relevance; the same "
+          f"slot rules), You may also like shows {perfect['links_per_page']:.2f} links per page, "
+          f"{perfect['related_share']:.1%} related ({related} links; this ranking "
+          f"{round(more['related_share'] * more['links_per_page'] * dated['queries'])}), "
+          f"{perfect['fallback_share']:.1%} fallback; at {links:.2f} links per page it could be "
+          f"at most {ceiling:.1%} related; the targets (>= 5.5 links per page, >= 85% related) "
+          f"need {math.ceil(0.85 * math.ceil(5.5 * dated['queries']))} related links")
     today = reports["as of today"]["slots"]["you_may_also_like"]
     print(f"\nas of today (archive): You may also like {today['links_per_page']:.2f} links per "
           f"page, {today['empty_pages']:.0f} empty pages, related {today['related_share']:.1%}")

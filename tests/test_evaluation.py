@@ -23,6 +23,7 @@ from recommender.evaluation import (
     recall_at_k,
     reciprocal_rank,
     story_retrieval,
+    with_perfect_ranking,
 )
 
 from .conftest import NOW
@@ -115,6 +116,32 @@ def test_judged_pages_report_what_a_reader_sees(tmp_path: Path, tiny_index: Path
     assert out.exit_code == 0, out.output
     assert "What a reader sees on the 1 judged pages" in out.stdout
     assert "see_also" in out.stdout and "similar" in out.stdout and "tfidf" in out.stdout
+
+
+def test_a_perfect_ranking_shows_what_the_slot_rules_allow(tmp_path: Path,
+                                                          tiny_index: Path) -> None:
+    """The judgments in place of the relevance: the museum piece judged related is shown,
+    the ones the model ranks above it are not; the draft and the deleted report, though
+    judged the same story, stay off the page, as does what See also shows."""
+    path = tmp_path / "judgments.jsonl"
+    grades = {"t02": 2, "t03": 1, "t04": 2, "t05": 2, "t11": 1, "t09": 0}
+    path.write_text("".join(json.dumps({"query": "t01", "doc": d, "grade": g}) + "\n"
+                            for d, g in grades.items()))
+    labels = Judgments(path)
+    rec = Recommender.open(tiny_index, now=NOW)
+    before = {slot: [r.id for r in links] for slot, links in rec.page("t01").items()}
+    assert "t11" not in before["you_may_also_like"]  # the model does not see the link
+    perfect = with_perfect_ranking(rec, labels)
+    page = perfect.page("t01")
+    shown = [r.id for links in page.values() for r in links]
+    assert page["see_also"][0].id == "t02"
+    assert [r.id for r in page["you_may_also_like"]][:2] == ["t03", "t11"]
+    assert not {"t04", "t05"} & set(shown) and len(shown) == len(set(shown))
+    assert all("fallback" in r.reason for r in page["you_may_also_like"][2:])
+    report = page_report(perfect, labels)["you_may_also_like"]
+    assert report["related_share"] == pytest.approx(2 / len(page["you_may_also_like"]))
+    # the reader it was made from is left as it was
+    assert {slot: [r.id for r in links] for slot, links in rec.page("t01").items()} == before
 
 
 def test_judgments_file(tmp_path: Path, tiny_index: Path) -> None:
