@@ -8,8 +8,10 @@ changed; a build refits the TF-IDF weights and writes everything.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,10 +355,41 @@ def _plan(loaded: LoadReport, previous_articles: list[Article], has_previous: bo
 # Past this share of changed rows a full pass is as cheap as merging, and keeps lists exact.
 INCREMENTAL_LIMIT = 0.2
 
+class _EarlyCopies:
+    """The previous version's files an update carries into the new one, copied by the kernel
+    in a thread of their own from the moment the update knows which rows it carries, while it
+    hashes, embeds and weighs the incoming articles: at a million articles they are about a
+    gigabyte, seconds of copying that the other core does instead. articles.sqlite is copied
+    whole, then each table file in runs of carried rows (`carry_rows`). `take` waits for one
+    file; `close` for all of them (the update's files are never left half-copied behind it).
+    table: whether to copy the table files (the update merges into the carried lists)."""
+
+    def __init__(self, previous: Path, tmp: Path, carried: np.ndarray, table: bool) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carry")
+        self._articles = self._pool.submit(shutil.copyfile, previous / "articles.sqlite",
+                                           tmp / "articles.sqlite")
+        self._table: dict[str, Future[np.memmap]] = {} if not table else {
+            name: self._pool.submit(carry_rows, previous / name, tmp / name, carried, dtype)
+            for name, dtype in ((ROWS_FILE, np.int32), (SCORES_FILE, np.float32),
+                                (LEXICAL_FILE, np.float32), (NAMES_FILE, np.float32))}
+
+    def articles(self) -> None:
+        self._articles.result()
+
+    def take(self, name: str) -> np.memmap | None:
+        """The carried table file `name`, memory-mapped for writing (None: not copied)."""
+        future = self._table.get(name)
+        return future.result() if future is not None else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+
 
 def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
                      published: np.ndarray, embedded: np.ndarray, n: int, engine: BuildEngine,
-                     tmp: Path, payloads: bool = False
+                     tmp: Path, payloads: bool = False, early: _EarlyCopies | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None, str,
                                 Partition | None]:
     """The candidate table of the new version, n + RESERVE wide: (rows, scores, floors,
@@ -369,7 +402,7 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     their entries too (NaN where an entry is new or came from the reserve, which holds
     none); else, and for a full computation, lexical is None. partition: the IVF lists of an
     approximate table, carried into the new version's rows (the update searches with them),
-    else None."""
+    else None. early: the table files already being carried (`_EarlyCopies`)."""
     width = n + RESERVE
     count = len(vectors)
     reserve = read_reserve(previous.path) if previous is not None else None
@@ -384,6 +417,8 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     else:
         old = reserve = None  # nothing to merge into: a full computation
     if old is None or reserve is None or len(changed) > INCREMENTAL_LIMIT * max(count, 1):
+        if early is not None:  # its copies are not needed: let none write past this point
+            early.close()
         rows, scores, method, partition = engine.table(vectors, published, width)
         return rows, scores, list_floor(scores, rows), None, f"full, {method}", partition
     assert previous is not None  # (old is None without one)
@@ -391,15 +426,21 @@ def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors
     carried = np.full(count, -1, dtype=np.int64)
     carried[mapping[kept]] = kept
     new = carried < 0
-    rows = carry_rows(previous.path / ROWS_FILE, tmp / ROWS_FILE, carried, np.int32)
+
+    def carry(name: str, dtype: Any) -> np.memmap:
+        taken = early.take(name) if early is not None else None
+        return taken if taken is not None else \
+            carry_rows(previous.path / name, tmp / name, carried, dtype)
+
+    rows = carry(ROWS_FILE, np.int32)
     rows[new] = -1
     if len(kept) < len(mapping):  # rows removed: the entries are renumbered
         _renumber(rows, mapping)
-    scores = carry_rows(previous.path / SCORES_FILE, tmp / SCORES_FILE, carried, np.float32)
+    scores = carry(SCORES_FILE, np.float32)
     lexical: list[np.ndarray] = []
     if payloads:
         for name in (LEXICAL_FILE, NAMES_FILE):
-            part = carry_rows(previous.path / name, tmp / name, carried, np.float32)
+            part = carry(name, np.float32)
             part[new] = np.nan
             lexical.append(part)
     floor = np.full(count, -np.inf, dtype=np.float32)
@@ -476,101 +517,115 @@ def _update_in_place(directory: IndexDirectory, previous: IndexVersion, loaded: 
     report.withdrawn = sum(1 for a in changed_articles
                            if a.id in stored and stored[a.id][0].is_published
                            and not a.is_published)
-    lap("previous version and plan")
-    texts = [embed_text_for(a) for a in changed_articles]
-    hashes = [content_hash(t) for t in texts]
-    to_embed = [i for i, (a, digest) in enumerate(zip(changed_articles, hashes, strict=True))
-                if a.id not in stored or stored[a.id][1] != digest]
-    lap("content hashes")
-    embed_started = time.perf_counter()
-    dim = previous.manifest.dimension
-    fresh = None
-    if to_embed:
-        fresh = engine.embed(embedder, [changed_articles[i].id for i in to_embed],
-                             [texts[i] for i in to_embed], progress=progress)
-        if fresh.shape[1] != dim:
-            raise ModelMismatch(f"index has dimension {dim}, model {embedder.name!r} gives "
-                                f"{fresh.shape[1]}")
-    report.embed_seconds = round(time.perf_counter() - embed_started, 3)
-    report.embedded = len(to_embed)
-    lap("embed")
-
+    # The files to carry start copying now, beside the work below (see _EarlyCopies); an
+    # update this small merges into the previous lists (_neighbour_table), whose files
+    # are copied too.
+    table = previous.neighbour_table()
+    reserve = read_reserve(previous.path)
+    merges = table is not None and reserve is not None and table[0].shape[1] == n \
+        and reserve[0].shape[1] == RESERVE \
+        and len(changed_articles) <= INCREMENTAL_LIMIT * max(count, 1)
     name, tmp = directory.new_version_dir()
-    upserts = [(int(row), a, h) for row, a, h in zip(fresh_rows, changed_articles, hashes,
-                                                       strict=True)]
-    update_articles(tmp / "articles.sqlite", previous.path / "articles.sqlite",
-                    removed_rows.tolist(), upserts)
-    crash_point("articles-written")
-    lap("articles.sqlite")
-    embedded_rows = fresh_rows[to_embed] if to_embed else np.zeros(0, dtype=np.int64)
-    update_vectors(tmp, previous.path, carried, count, embedded_rows, fresh)
-    vectors = read_vectors(tmp, count, dim)
-    crash_point("vectors-written")
-    translations = {}
-    if added:  # an older article may translate one that only arrives now
-        translations = {int(mapping[row]): target
-                        for row, target in previous.translations().items()
-                        if mapping[row] >= 0 and target in new_row}
-    columns = update_columns(previous.columns, carried, changed_articles, fresh_rows, ids,
-                             translations)
-    write_columns(tmp, columns)
-    lap("vectors and columns")
-    lexical_rows = carried.copy()
-    lexical_rows[fresh_rows] = -1
-    fresh_words, fresh_names = model.transform(changed_articles)
-    lexical, names = (splice_lexical(tmp, previous.path, name, lexical_rows, fresh, fresh_rows,
-                                     count)
-                      for name, fresh in ((WORDS, fresh_words), (NAMES, fresh_names)))
-    model.save(tmp)
-    crash_point("columns-written")
-    lap("TF-IDF fits")
-    table_started = time.perf_counter()
-    rows, scores, floor, carried_lexical, report.neighbours_mode, partition = _neighbour_table(
-        previous, mapping, vectors, columns.published, embedded_rows, n, engine, tmp,
-        payloads=True)
-    lap("candidate table")
-    served_rows = rows[:, :n]
-    valid = served_rows >= 0
-    touched = np.zeros(count, dtype=bool)
-    touched[fresh_rows] = True
-    # A carried entry keeps its lexical scores unless its article or its candidate changed
-    # (its text may have); new entries (NaN) and those are computed.
-    stale = valid & (touched[:, None] | touched[np.where(valid, served_rows, 0)])
-    payloads = []
-    for index, matrix in enumerate((lexical, names)):
-        # (in place: the carried scores are the memory map of the new version's file)
-        values = np.full(served_rows.shape, np.nan, dtype=np.float32) \
-            if carried_lexical is None else carried_lexical[index]
-        need = stale | (valid & np.isnan(values))
-        sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
-        values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))
-        values[~valid] = 0.0
-        payloads.append(values)
-    write_table(tmp, rows, scores, payloads[0], payloads[1], floor)
-    if partition is not None:
-        partition.save(tmp)
-    crash_point("table-written")
-    report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
-    lap("table TF-IDF scores")
-    recall, sample = table_recall(vectors, columns.published, served_rows,
-                                  sample=RECALL_SAMPLE // 10)
-    report.neighbours_recall = round(recall, 4)
-    lap("recall check")
-    report.total = count
-    report.published = int(columns.published.sum())
-    write_manifest(tmp, Manifest(
-        model=embedder.name, dimension=dim, count=count, built_at=now_iso(),
-        version=name, published_count=report.published,
-        extra={"neighbours": n, "neighbours_method": report.neighbours_mode,
-               "neighbours_recall": report.neighbours_recall,
-               "neighbours_recall_sample": sample, **_partition_extra(partition),
-               "lexical_fitted_on": model.fitted, "lexical_changed_since_fit": since}))
-    crash_point("manifest-written")
-    _write_pages(directory, tmp, previous, pages, report, lap)
-    directory.publish(name, tmp)
-    report.version = name
-    lap("publish")
-    return True
+    early = _EarlyCopies(previous.path, tmp, carried, table=merges)
+    try:
+        lap("previous version and plan")
+        texts = [embed_text_for(a) for a in changed_articles]
+        hashes = [content_hash(t) for t in texts]
+        to_embed = [i for i, (a, digest) in enumerate(zip(changed_articles, hashes, strict=True))
+                    if a.id not in stored or stored[a.id][1] != digest]
+        lap("content hashes")
+        embed_started = time.perf_counter()
+        dim = previous.manifest.dimension
+        fresh = None
+        if to_embed:
+            fresh = engine.embed(embedder, [changed_articles[i].id for i in to_embed],
+                                 [texts[i] for i in to_embed], progress=progress)
+            if fresh.shape[1] != dim:
+                raise ModelMismatch(f"index has dimension {dim}, model {embedder.name!r} gives "
+                                    f"{fresh.shape[1]}")
+        report.embed_seconds = round(time.perf_counter() - embed_started, 3)
+        report.embedded = len(to_embed)
+        lap("embed")
+
+        embedded_rows = fresh_rows[to_embed] if to_embed else np.zeros(0, dtype=np.int64)
+        update_vectors(tmp, previous.path, carried, count, embedded_rows, fresh)
+        vectors = read_vectors(tmp, count, dim)
+        crash_point("vectors-written")
+        translations = {}
+        if added:  # an older article may translate one that only arrives now
+            translations = {int(mapping[row]): target
+                            for row, target in previous.translations().items()
+                            if mapping[row] >= 0 and target in new_row}
+        columns = update_columns(previous.columns, carried, changed_articles, fresh_rows, ids,
+                                 translations)
+        write_columns(tmp, columns)
+        lap("vectors and columns")
+        lexical_rows = carried.copy()
+        lexical_rows[fresh_rows] = -1
+        fresh_words, fresh_names = model.transform(changed_articles)
+        lexical, names = (splice_lexical(tmp, previous.path, name, lexical_rows, fresh, fresh_rows,
+                                         count)
+                          for name, fresh in ((WORDS, fresh_words), (NAMES, fresh_names)))
+        model.save(tmp)
+        crash_point("columns-written")
+        lap("TF-IDF fits")
+        # (articles.sqlite last of these: its copy, first of _EarlyCopies, had their time)
+        upserts = [(int(row), a, h) for row, a, h in zip(fresh_rows, changed_articles, hashes,
+                                                           strict=True)]
+        early.articles()
+        update_articles(tmp / "articles.sqlite", previous.path / "articles.sqlite",
+                        removed_rows.tolist(), upserts, copied=True)
+        crash_point("articles-written")
+        lap("articles.sqlite")
+        table_started = time.perf_counter()
+        rows, scores, floor, carried_lexical, report.neighbours_mode, partition = _neighbour_table(
+            previous, mapping, vectors, columns.published, embedded_rows, n, engine, tmp,
+            payloads=True, early=early)
+        lap("candidate table")
+        served_rows = rows[:, :n]
+        valid = served_rows >= 0
+        touched = np.zeros(count, dtype=bool)
+        touched[fresh_rows] = True
+        # A carried entry keeps its lexical scores unless its article or its candidate changed
+        # (its text may have); new entries (NaN) and those are computed.
+        stale = valid & (touched[:, None] | touched[np.where(valid, served_rows, 0)])
+        payloads = []
+        for index, matrix in enumerate((lexical, names)):
+            # (in place: the carried scores are the memory map of the new version's file)
+            values = np.full(served_rows.shape, np.nan, dtype=np.float32) \
+                if carried_lexical is None else carried_lexical[index]
+            need = stale | (valid & np.isnan(values))
+            sources = np.broadcast_to(np.arange(count)[:, None], served_rows.shape)[need]
+            values[need] = pair_scores(matrix, sources, served_rows[need].astype(np.int64))
+            values[~valid] = 0.0
+            payloads.append(values)
+        write_table(tmp, rows, scores, payloads[0], payloads[1], floor)
+        if partition is not None:
+            partition.save(tmp)
+        crash_point("table-written")
+        report.neighbours_seconds = round(time.perf_counter() - table_started, 3)
+        lap("table TF-IDF scores")
+        recall, sample = table_recall(vectors, columns.published, served_rows,
+                                      sample=RECALL_SAMPLE // 10)
+        report.neighbours_recall = round(recall, 4)
+        lap("recall check")
+        report.total = count
+        report.published = int(columns.published.sum())
+        write_manifest(tmp, Manifest(
+            model=embedder.name, dimension=dim, count=count, built_at=now_iso(),
+            version=name, published_count=report.published,
+            extra={"neighbours": n, "neighbours_method": report.neighbours_mode,
+                   "neighbours_recall": report.neighbours_recall,
+                   "neighbours_recall_sample": sample, **_partition_extra(partition),
+                   "lexical_fitted_on": model.fitted, "lexical_changed_since_fit": since}))
+        crash_point("manifest-written")
+        _write_pages(directory, tmp, previous, pages, report, lap)
+        directory.publish(name, tmp)
+        report.version = name
+        lap("publish")
+        return True
+    finally:
+        early.close()
 
 
 def _write_pages(directory: IndexDirectory, tmp: Path, previous: IndexVersion | None,

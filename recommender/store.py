@@ -362,11 +362,13 @@ def write_articles(path: Path, articles: Sequence[Article], hashes: Sequence[str
 
 
 def update_articles(path: Path, previous: Path, removed: Sequence[int],
-                    upserts: Sequence[tuple[int, Article, str]]) -> None:
+                    upserts: Sequence[tuple[int, Article, str]], copied: bool = False) -> None:
     """articles.sqlite of a new version written as the previous one plus the changes: a copy
-    of its file, the removed rows (previous positions) deleted, the rows after them moved up,
-    then the (new position, article, content hash) rows written."""
-    shutil.copyfile(previous, path)
+    of its file (copied: `path` is one already), the removed rows (previous positions)
+    deleted, the rows after them moved up, then the (new position, article, content hash)
+    rows written."""
+    if not copied:
+        shutil.copyfile(previous, path)
     conn = sqlite3.connect(path)
     try:
         # a half-written version is discarded whole, so the copy needs no journal
