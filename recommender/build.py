@@ -355,6 +355,7 @@ def _plan(loaded: LoadReport, previous_articles: list[Article], has_previous: bo
 # Past this share of changed rows a full pass is as cheap as merging, and keeps lists exact.
 INCREMENTAL_LIMIT = 0.2
 
+
 class _EarlyCopies:
     """The previous version's files an update carries into the new one, copied by the kernel
     in a thread of their own from the moment the update knows which rows it carries, while it
@@ -383,8 +384,6 @@ class _EarlyCopies:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 
 
 def _neighbour_table(previous: IndexVersion | None, mapping: np.ndarray, vectors: np.ndarray,
